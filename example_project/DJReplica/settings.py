@@ -1,0 +1,136 @@
+"""Settings of the DJReplica example: the tutorial's primary + hot standby, routed by replica_router.
+
+Without any environment variable this is the tutorial's layout: ``default`` is
+the primary on 127.0.0.1:5432 and ``replica`` the hot standby on 127.0.0.1:5433,
+both database ``postgres`` with user and password ``postgres``. The ``DJREPLICA_*``
+variables below point it elsewhere, e.g. at a cluster started with
+``python example_project/pgcluster.py up``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _number(var: str, default: float) -> float:
+    """A number from the environment, or an error that names the variable.
+
+    Whole numbers stay ``int`` so that a weight reads as ``2``, not ``2.0``.
+    """
+    raw = os.environ.get(var, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        pass
+    try:
+        return float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{var} must be a number, got {raw!r}") from None
+
+
+def _flag(var: str, default: bool) -> bool:
+    raw = os.environ.get(var)
+    if raw is None:
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+# Development only: the fallback key is public, so never deploy without
+# DJREPLICA_SECRET_KEY (it also signs the read-your-writes cookie).
+SECRET_KEY = os.environ.get(
+    "DJREPLICA_SECRET_KEY", "django-insecure-djreplica-example-only-do-not-deploy"
+)
+DEBUG = _flag("DJREPLICA_DEBUG", True)
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]", "testserver"]
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "replica_router",
+    "router",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so that it sees whether the view wrote and can tag the response.
+    "replica_router.middleware.ReadYourWritesMiddleware",
+]
+
+ROOT_URLCONF = "DJReplica.urls"
+WSGI_APPLICATION = "DJReplica.wsgi.application"
+ASGI_APPLICATION = "DJReplica.asgi.application"
+
+_DB_HOST = os.environ.get("DJREPLICA_DB_HOST", "127.0.0.1")
+
+
+def _node(port: str) -> dict[str, object]:
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "postgres",
+        "USER": "postgres",
+        "PASSWORD": "postgres",
+        "HOST": _DB_HOST,
+        "PORT": port,
+        # Bounds a connection attempt to a node that died between two probes;
+        # the router keeps reads off nodes it has seen down.
+        "OPTIONS": {"connect_timeout": 2},
+    }
+
+
+DATABASES = {
+    # The primary (the tutorial's primary_db): every write goes here.
+    "default": _node(os.environ.get("DJREPLICA_PRIMARY_PORT", "5432")),
+    # The hot standby (the tutorial's secondary_db): read-only, serves reads.
+    "replica": _node(os.environ.get("DJREPLICA_REPLICA_PORT", "5433")),
+}
+
+DATABASE_ROUTERS = ["replica_router.ReadWriteRouter"]
+
+REPLICA_ROUTER = {
+    "PRIMARY": "default",
+    "REPLICAS": {"replica": {"WEIGHT": _number("DJREPLICA_REPLICA_WEIGHT", 2)}},
+    "PRIMARY_READ_WEIGHT": 1,
+    "PROBE_INTERVAL": _number("DJREPLICA_PROBE_INTERVAL", 1.0),
+    "PROBE_TIMEOUT": _number("DJREPLICA_PROBE_TIMEOUT", 1.0),
+    "FALL": 2,
+    "RISE": 2,
+}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "short": {
+            "format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+            "datefmt": "%H:%M:%S",
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "short"},
+    },
+    "loggers": {
+        # Node state changes (down, up, lagging, promoted) are logged here.
+        "replica_router": {
+            "handlers": ["console"],
+            "level": os.environ.get("DJREPLICA_LOG_LEVEL", "INFO"),
+            "propagate": False,
+        },
+    },
+}

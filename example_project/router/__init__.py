@@ -1,0 +1,1 @@
+"""The tutorial's ``router`` app: the ``ReplicationModel`` and a few JSON views."""

@@ -1,0 +1,59 @@
+"""Rust core of django-replica-router (built by maturin from ``src/``)."""
+
+from typing import Any
+
+__version__: str
+#: Names of the read-decision reasons, by counter index.
+REASONS: list[str]
+
+class ConfigError(ValueError):
+    """A cluster setting that cannot work; the message names the key and the value."""
+
+class Cluster:
+    """A PostgreSQL cluster: node health probed in the background, and read routing.
+
+    ``nodes`` are dicts with keys alias, role ("primary" first, then "replica"),
+    host, port, name, user, password, sslmode, weight. Probing starts on first use
+    (or ``start()``) and again in a child process after ``fork()``.
+    """
+
+    def __init__(
+        self,
+        nodes: list[dict[str, Any]],
+        *,
+        probe_interval: float,
+        probe_timeout: float,
+        fall: int,
+        rise: int,
+        max_lag_seconds: float | None = None,
+        max_lag_bytes: int | None = None,
+    ) -> None: ...
+    def start(self) -> None:
+        """Start the prober in this process if it is not running (idempotent)."""
+    def pick_read(self) -> str:
+        """Alias for a read: weighted pick among healthy nodes, else the fallback.
+        No I/O, no lock, no allocation."""
+    def pick_read_min_lsn(self, min_lsn: int) -> str:
+        """Alias for a read that must see WAL up to ``min_lsn``."""
+    def primary_read(self, reason: int) -> str:
+        """The primary's alias, counting a read for ``REASONS[reason]``."""
+    def hinted_read(self, alias: str) -> str | None:
+        """``alias`` if it is a cluster node eligible for reads now, else None."""
+    def write(self) -> str:
+        """The primary's alias, counting a write."""
+    @property
+    def primary(self) -> str: ...
+    @property
+    def aliases(self) -> list[str]: ...
+    @property
+    def running(self) -> bool: ...
+    @property
+    def closed(self) -> bool: ...
+    def decisions(self) -> dict[str, int]:
+        """Reads routed by reason, plus ``writes``."""
+    def status(self) -> list[dict[str, Any]]:
+        """One dict per node, primary first."""
+    def wait_events(self, timeout: float) -> list[tuple[int, str]]:
+        """Wait (GIL released) for state-change events: [(logging level, message)]."""
+    def close(self) -> None:
+        """Stop probing in this process; bounded by one probe."""

@@ -1,0 +1,118 @@
+"""The process's one cluster: built lazily from settings, probed by the Rust core.
+
+Nothing starts at import. The first routing call (or ``status()``) builds the
+:class:`~replica_router._core.Cluster`, which starts its prober thread, and a small
+Python thread that turns the core's state-change events into ``logging`` records:
+the Rust thread never calls into Python. After ``fork()`` the core restarts probing
+in the child on its own; the logging thread is restarted here.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+
+from replica_router import _core, conf, context
+
+logger = logging.getLogger("replica_router")
+
+#: Read directly by the router's hot path; ``None`` until first use.
+cluster: _core.Cluster | None = None
+settings: conf.RouterSettings | None = None
+
+_lock = threading.Lock()
+_log_thread: threading.Thread | None = None
+_atexit_registered = False
+
+
+def get_cluster() -> _core.Cluster:
+    """The cluster, built on first use (raises ``ImproperlyConfigured`` on bad settings)."""
+    global cluster, settings, _atexit_registered
+    c = cluster
+    if c is not None:
+        return c
+    with _lock:
+        if cluster is not None:
+            return cluster
+        s = conf.load()
+        try:
+            c = _core.Cluster(
+                s.nodes,
+                probe_interval=s.probe_interval,
+                probe_timeout=s.probe_timeout,
+                fall=s.fall,
+                rise=s.rise,
+                max_lag_seconds=s.max_lag_seconds,
+                max_lag_bytes=s.max_lag_bytes,
+            )
+        except _core.ConfigError as exc:
+            from django.core.exceptions import ImproperlyConfigured
+
+            raise ImproperlyConfigured(str(exc)) from None
+        context.pin_seconds = s.pin_seconds
+        c.start()
+        settings = s
+        cluster = c
+        _start_log_thread(c)
+        if not _atexit_registered:
+            atexit.register(shutdown)
+            _atexit_registered = True
+        logger.debug("probing %s", ", ".join(s.aliases))
+        return c
+
+
+def get_settings() -> conf.RouterSettings:
+    get_cluster()
+    assert settings is not None
+    return settings
+
+
+def _log_events(c: _core.Cluster) -> None:
+    while not c.closed:
+        try:
+            for level, message in c.wait_events(1.0):
+                logger.log(level, "%s", message)
+        except Exception:  # pragma: no cover - logging must never kill the thread
+            logger.exception("replica_router: could not log a state change")
+
+
+def _start_log_thread(c: _core.Cluster) -> None:
+    global _log_thread
+    t = threading.Thread(target=_log_events, args=(c,), name="replica-router-log", daemon=True)
+    t.start()
+    _log_thread = t
+
+
+def reset() -> None:
+    """Stop probing and forget the cluster; the next use builds it from settings again."""
+    global cluster, settings, _log_thread
+    with _lock:
+        c, cluster, settings = cluster, None, None
+        t, _log_thread = _log_thread, None
+    if c is not None:
+        c.close()
+    if t is not None and t is not threading.current_thread():
+        t.join(timeout=5)
+
+
+def shutdown() -> None:
+    """At interpreter exit: stop the prober (bounded by one probe) before finalization."""
+    reset()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's logging thread does not exist here; the core restarts probing on
+    # the next routing call, and we restart the thread that logs its events.
+    global _lock
+    _lock = threading.Lock()
+    if cluster is not None and not cluster.closed:
+        # Probe at once: a worker forked from a preloaded master must not route by
+        # the state it inherited, and must have fresh state within one interval.
+        cluster.start()
+        _start_log_thread(cluster)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

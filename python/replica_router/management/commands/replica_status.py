@@ -1,0 +1,103 @@
+"""``manage.py replica_status``: the cluster as this process sees it.
+
+Exit codes: 0 every node up in its configured role; 1 the primary is up but a
+replica is not (down, lagging, unknown, misconfigured or promoted); 2 the primary is
+not up. Usable as a health probe.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from replica_router import _runtime
+
+COLUMNS = (
+    ("alias", "alias"),
+    ("configured_role", "role"),
+    ("observed_role", "seen as"),
+    ("state", "state"),
+    ("weight", "weight"),
+    ("lag_bytes", "lag B"),
+    ("lag_seconds", "lag s"),
+    ("latency_ms", "probe ms"),
+    ("consecutive_failures", "fails"),
+    ("reads_routed", "reads"),
+    ("last_error", "last error"),
+)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def exit_code(nodes: list[dict[str, Any]]) -> int:
+    primary, replicas = nodes[0], nodes[1:]
+    if primary["state"] != "up" or primary.get("role_mismatch"):
+        return 2
+    if any(n["state"] != "up" or n.get("role_mismatch") for n in replicas):
+        return 1
+    return 0
+
+
+class Command(BaseCommand):
+    help = "Show each database node's health, role, lag and reads, and exit non-zero if unhealthy."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+        parser.add_argument(
+            "--wait",
+            type=float,
+            default=None,
+            help="Seconds to wait for first probe answers (default: interval + 2 x timeout).",
+        )
+
+    def handle(
+        self, *args: Any, json: bool = False, wait: float | None = None, **options: Any
+    ) -> None:
+        cluster = _runtime.get_cluster()
+        s = _runtime.get_settings()
+        window = wait if wait is not None else s.probe_interval + 2 * s.probe_timeout
+        deadline = time.monotonic() + window
+        nodes = cluster.status()
+        while time.monotonic() < deadline and any(n["state"] == "unknown" for n in nodes):
+            time.sleep(0.05)
+            nodes = cluster.status()
+        code = exit_code(nodes)
+        if json:
+            self.stdout.write(
+                _json_dumps({"nodes": nodes, "decisions": cluster.decisions(), "exit_code": code})
+            )
+        else:
+            self._table(nodes)
+            verdict = {
+                0: "healthy",
+                1: "degraded: a replica is not serving reads",
+                2: "primary is not up",
+            }[code]
+            style = self.style.SUCCESS if code == 0 else self.style.ERROR
+            self.stdout.write(style(f"cluster {verdict}"))
+        if code:
+            sys.exit(code)
+
+    def _table(self, nodes: list[dict[str, Any]]) -> None:
+        rows = [[title for _, title in COLUMNS]]
+        rows += [[_cell(n.get(key)) for key, _ in COLUMNS] for n in nodes]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+        for r in rows:
+            self.stdout.write(
+                "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            )
+
+
+def _json_dumps(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True)

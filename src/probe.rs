@@ -1,0 +1,405 @@
+//! One probe of one node: a persistent connection, one status query, an observation.
+//!
+//! The deadline is not applied here but by the caller (`monitor`), around connect and
+//! query together: tokio-postgres bounds only the TCP connect with `connect_timeout`,
+//! so the startup/auth exchange with a silent server would otherwise wait forever.
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config, NoTls, SimpleQueryMessage};
+
+use crate::config::NodeConfig;
+
+/// What one successful probe saw.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sample {
+    pub in_recovery: bool,
+    /// `pg_current_wal_lsn()` on a primary.
+    pub current_lsn: Option<u64>,
+    pub receive_lsn: Option<u64>,
+    pub replay_lsn: Option<u64>,
+    pub replay_paused: bool,
+    /// `pg_stat_wal_receiver.status`; `None` when there is no receiver or the probe user
+    /// may not see it.
+    pub receiver_status: Option<String>,
+    pub timeline: Option<u32>,
+}
+
+impl Sample {
+    /// The newest WAL position this node can serve reads at.
+    pub fn visible_lsn(&self) -> Option<u64> {
+        if self.in_recovery {
+            self.replay_lsn
+        } else {
+            self.current_lsn
+        }
+    }
+}
+
+/// Why a probe failed. Node faults count towards `FALL`; configuration errors make the
+/// node `misconfigured` at once, because Django cannot use the node either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    Refused,
+    Connection,
+    Timeout,
+    AdminShutdown,
+    TooManyConnections,
+    Authentication,
+    MissingDatabase,
+    Permission,
+    Query,
+}
+
+impl FaultKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Refused => "connection_refused",
+            FaultKind::Connection => "connection_failure",
+            FaultKind::Timeout => "timeout",
+            FaultKind::AdminShutdown => "admin_shutdown",
+            FaultKind::TooManyConnections => "too_many_connections",
+            FaultKind::Authentication => "authentication_failed",
+            FaultKind::MissingDatabase => "database_missing",
+            FaultKind::Permission => "insufficient_privilege",
+            FaultKind::Query => "probe_query_failed",
+        }
+    }
+
+    /// A configuration error is the user's to fix; retrying will not help.
+    pub fn is_config_error(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Authentication | FaultKind::MissingDatabase | FaultKind::Permission
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub message: String,
+}
+
+/// One status query that works on a primary and on a standby. Every value comes back
+/// as text (simple query protocol), so no type mapping can fail.
+/// The timeline of a primary comes from its current WAL file name (first 8 hex digits),
+/// which is current right after promotion, unlike `pg_control_checkpoint()`.
+const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
+ CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() END, \
+ pg_last_wal_receive_lsn(), \
+ pg_last_wal_replay_lsn(), \
+ CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END, \
+ (SELECT status FROM pg_stat_wal_receiver LIMIT 1), \
+ CASE WHEN pg_is_in_recovery() \
+   THEN (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1) \
+   ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END";
+
+/// Parses PostgreSQL's `X/Y` LSN text.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    let hi = u64::from_str_radix(hi, 16).ok()?;
+    let lo = u64::from_str_radix(lo, 16).ok()?;
+    if hi > u32::MAX as u64 || lo > u32::MAX as u64 {
+        return None;
+    }
+    Some((hi << 32) | lo)
+}
+
+/// Formats an LSN the way PostgreSQL prints it.
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
+/// Removes every occurrence of `secret` from `text`.
+pub fn redact(text: &str, secret: Option<&str>) -> String {
+    match secret {
+        Some(s) if !s.is_empty() => text.replace(s, "********"),
+        _ => text.to_string(),
+    }
+}
+
+struct Connection {
+    client: Client,
+    driver: JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    // Aborting the driver task closes the socket at once; waiting for a graceful
+    // shutdown is what makes the sync client hang on a silent server.
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// A node's prober: its connection settings and its persistent connection.
+pub struct Prober {
+    config: Config,
+    password: Option<String>,
+    conn: Option<Connection>,
+}
+
+impl Prober {
+    pub fn new(node: &NodeConfig, timeout: Duration) -> Prober {
+        let mut config = Config::new();
+        if node.host.starts_with('/') {
+            config.host_path(&node.host);
+        } else {
+            config.host(&node.host);
+        }
+        config
+            .port(node.port)
+            .dbname(&node.dbname)
+            .user(&node.user)
+            .application_name("replica_router probe")
+            .connect_timeout(timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .keepalives_interval(Duration::from_secs(1))
+            .keepalives_retries(3)
+            .tcp_user_timeout(timeout.max(Duration::from_millis(500)) * 2)
+            // The server side bound; a silent server ignores it, hence our own deadline.
+            .options(format!(
+                "-c statement_timeout={}",
+                timeout.as_millis().max(1)
+            ));
+        if let Some(p) = &node.password {
+            config.password(p.as_bytes());
+        }
+        Prober {
+            config,
+            password: node.password.clone(),
+            conn: None,
+        }
+    }
+
+    /// Drops the connection (and its socket) at once.
+    pub fn reset(&mut self) {
+        self.conn = None;
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| !c.client.is_closed())
+    }
+
+    /// Connects if needed, then runs the status query. On any error the connection is
+    /// dropped so that the next probe starts clean.
+    pub async fn probe(&mut self) -> Result<Sample, Fault> {
+        let result = self.probe_inner().await;
+        if result.is_err() {
+            self.reset();
+        }
+        result
+    }
+
+    async fn probe_inner(&mut self) -> Result<Sample, Fault> {
+        if !self.is_connected() {
+            self.conn = None;
+            let (client, connection) = self
+                .config
+                .connect(NoTls)
+                .await
+                .map_err(|e| self.fault(&e))?;
+            let driver = tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            self.conn = Some(Connection { client, driver });
+        }
+        let Some(conn) = self.conn.as_ref() else {
+            return Err(Fault {
+                kind: FaultKind::Connection,
+                message: "no connection".into(),
+            });
+        };
+        let messages = conn
+            .client
+            .simple_query(PROBE_SQL)
+            .await
+            .map_err(|e| self.fault(&e))?;
+        for message in messages {
+            if let SimpleQueryMessage::Row(row) = message {
+                return parse_row(|i| row.get(i));
+            }
+        }
+        Err(Fault {
+            kind: FaultKind::Query,
+            message: "the status query returned no row".into(),
+        })
+    }
+
+    fn fault(&self, e: &tokio_postgres::Error) -> Fault {
+        let kind = classify(e);
+        Fault {
+            kind,
+            message: redact(&error_text(e), self.password.as_deref()),
+        }
+    }
+}
+
+fn parse_row<'a>(get: impl Fn(usize) -> Option<&'a str>) -> Result<Sample, Fault> {
+    let bad = |what: &str| Fault {
+        kind: FaultKind::Query,
+        message: format!("unexpected value for {what} in the status query"),
+    };
+    let in_recovery = match get(0) {
+        Some("t") => true,
+        Some("f") => false,
+        _ => return Err(bad("pg_is_in_recovery()")),
+    };
+    let lsn = |i: usize, what: &str| -> Result<Option<u64>, Fault> {
+        match get(i) {
+            None => Ok(None),
+            Some(t) => parse_lsn(t).map(Some).ok_or_else(|| bad(what)),
+        }
+    };
+    Ok(Sample {
+        in_recovery,
+        current_lsn: lsn(1, "pg_current_wal_lsn()")?,
+        receive_lsn: lsn(2, "pg_last_wal_receive_lsn()")?,
+        replay_lsn: lsn(3, "pg_last_wal_replay_lsn()")?,
+        replay_paused: get(4) == Some("t"),
+        receiver_status: get(5).map(str::to_string),
+        timeline: get(6).and_then(|t| t.parse::<u32>().ok()),
+    })
+}
+
+/// The error and its causes on one line ("db error: FATAL: ...", "Connection refused").
+fn error_text(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Sorts a client error into the classes DESIGN.md names.
+pub fn classify(e: &tokio_postgres::Error) -> FaultKind {
+    if let Some(code) = e.code() {
+        return classify_sqlstate(code);
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => FaultKind::Refused,
+                std::io::ErrorKind::TimedOut => FaultKind::Timeout,
+                _ => FaultKind::Connection,
+            };
+        }
+        source = s.source();
+    }
+    FaultKind::Connection
+}
+
+pub fn classify_sqlstate(code: &SqlState) -> FaultKind {
+    let c = code.code();
+    match c {
+        "57P01" | "57P02" | "57P03" => FaultKind::AdminShutdown,
+        "53300" => FaultKind::TooManyConnections,
+        "57014" => FaultKind::Timeout,
+        "3D000" => FaultKind::MissingDatabase,
+        "42501" => FaultKind::Permission,
+        _ if c.starts_with("28") => FaultKind::Authentication,
+        _ if c.starts_with("08") => FaultKind::Connection,
+        _ => FaultKind::Query,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_round_trip() {
+        assert_eq!(parse_lsn("0/0"), Some(0));
+        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
+        assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
+        assert_eq!(parse_lsn("garbage"), None);
+        assert_eq!(parse_lsn("1/2/3"), None);
+        assert_eq!(parse_lsn("100000000/0"), None);
+    }
+
+    #[test]
+    fn sqlstates_are_classified() {
+        assert_eq!(
+            classify_sqlstate(&SqlState::ADMIN_SHUTDOWN),
+            FaultKind::AdminShutdown
+        );
+        assert_eq!(
+            classify_sqlstate(&SqlState::CANNOT_CONNECT_NOW),
+            FaultKind::AdminShutdown
+        );
+        assert_eq!(
+            classify_sqlstate(&SqlState::TOO_MANY_CONNECTIONS),
+            FaultKind::TooManyConnections
+        );
+        assert_eq!(
+            classify_sqlstate(&SqlState::INVALID_PASSWORD),
+            FaultKind::Authentication
+        );
+        assert_eq!(
+            classify_sqlstate(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
+            FaultKind::Authentication
+        );
+        assert_eq!(
+            classify_sqlstate(&SqlState::INVALID_CATALOG_NAME),
+            FaultKind::MissingDatabase
+        );
+        assert_eq!(
+            classify_sqlstate(&SqlState::QUERY_CANCELED),
+            FaultKind::Timeout
+        );
+        assert_eq!(
+            classify_sqlstate(&SqlState::CONNECTION_FAILURE),
+            FaultKind::Connection
+        );
+        assert!(FaultKind::Authentication.is_config_error());
+        assert!(!FaultKind::Timeout.is_config_error());
+    }
+
+    #[test]
+    fn parses_primary_and_standby_rows() {
+        let primary = ["f", "0/3000148", "", "", "f", "", "1"];
+        let get = |i: usize| {
+            let v = primary[i];
+            (!v.is_empty()).then_some(v)
+        };
+        let s = parse_row(get).unwrap();
+        assert!(!s.in_recovery);
+        assert_eq!(s.current_lsn, Some(0x3000148));
+        assert_eq!(s.visible_lsn(), Some(0x3000148));
+        assert_eq!(s.timeline, Some(1));
+
+        let standby = ["t", "", "0/3000148", "0/3000100", "t", "streaming", "1"];
+        let get = |i: usize| {
+            let v = standby[i];
+            (!v.is_empty()).then_some(v)
+        };
+        let s = parse_row(get).unwrap();
+        assert!(s.in_recovery && s.replay_paused);
+        assert_eq!(s.visible_lsn(), Some(0x3000100));
+        assert_eq!(s.receiver_status.as_deref(), Some("streaming"));
+        assert!(parse_row(|_| Some("x")).is_err());
+    }
+
+    #[test]
+    fn redacts_password() {
+        assert_eq!(
+            redact("password=hunter2 failed", Some("hunter2")),
+            "password=******** failed"
+        );
+        assert_eq!(redact("x", None), "x");
+        assert_eq!(redact("x", Some("")), "x");
+    }
+}

@@ -1,0 +1,374 @@
+//! Read selection over an immutable snapshot of node health. No I/O, no locks, and no
+//! allocation on the pick path: the prober builds a new snapshot and swaps it in.
+
+use std::time::Instant;
+
+/// Why a read went where it went. The order is the index of its counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Reason {
+    Weighted = 0,
+    Transaction = 1,
+    Pinned = 2,
+    UsePrimary = 3,
+    ReadYourWrites = 4,
+    InstanceHint = 5,
+    LagFallback = 6,
+    DownFallback = 7,
+}
+
+pub const REASON_COUNT: usize = 8;
+
+pub const REASON_NAMES: [&str; REASON_COUNT] = [
+    "weighted",
+    "transaction",
+    "pinned",
+    "use_primary",
+    "read_your_writes",
+    "instance_hint",
+    "lag_fallback",
+    "down_fallback",
+];
+
+impl Reason {
+    pub fn from_index(i: u8) -> Option<Reason> {
+        Some(match i {
+            0 => Reason::Weighted,
+            1 => Reason::Transaction,
+            2 => Reason::Pinned,
+            3 => Reason::UsePrimary,
+            4 => Reason::ReadYourWrites,
+            5 => Reason::InstanceHint,
+            6 => Reason::LagFallback,
+            7 => Reason::DownFallback,
+            _ => return None,
+        })
+    }
+}
+
+/// What the pick path needs to know about one node.
+#[derive(Clone, Debug)]
+pub struct SnapNode {
+    pub weight: f64,
+    /// May take weighted reads: up, in the role it is configured for, under lag limits.
+    pub eligible: bool,
+    /// Answers probes (up or lagging): a candidate for fallback.
+    pub live: bool,
+    /// Replica over a lag limit (for naming the fallback reason).
+    pub lagging: bool,
+    /// Both flags above hold only until this instant (last good probe + window).
+    pub fresh_until: Instant,
+    /// The newest WAL position it serves (replayed on a standby, current on a primary).
+    pub visible_lsn: u64,
+}
+
+impl SnapNode {
+    pub fn unknown(weight: f64, now: Instant) -> SnapNode {
+        SnapNode {
+            weight,
+            eligible: false,
+            live: false,
+            lagging: false,
+            fresh_until: now,
+            visible_lsn: 0,
+        }
+    }
+
+    fn eligible_at(&self, now: Instant) -> bool {
+        self.eligible && self.weight > 0.0 && now <= self.fresh_until
+    }
+
+    fn live_at(&self, now: Instant) -> bool {
+        self.live && now <= self.fresh_until
+    }
+}
+
+/// An immutable view of the cluster. Node 0 is the primary.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub nodes: Vec<SnapNode>,
+    /// (node, running total of weights) over eligible nodes, for the fast path.
+    cumulative: Vec<(usize, f64)>,
+    total: f64,
+    /// The earliest `fresh_until` among nodes that are eligible or live; after it the
+    /// snapshot's precomputed answers may be stale and the slow path re-checks.
+    valid_until: Option<Instant>,
+    /// Where reads go when nothing is eligible (valid until `valid_until`).
+    fallback: (usize, Reason),
+}
+
+impl Snapshot {
+    pub fn new(nodes: Vec<SnapNode>, now: Instant) -> Snapshot {
+        let mut cumulative = Vec::with_capacity(nodes.len());
+        let mut total = 0.0;
+        let mut valid_until: Option<Instant> = None;
+        for (i, n) in nodes.iter().enumerate() {
+            if n.eligible_at(now) {
+                total += n.weight;
+                cumulative.push((i, total));
+            }
+            if (n.eligible || n.live) && now <= n.fresh_until {
+                valid_until = Some(valid_until.map_or(n.fresh_until, |v| v.min(n.fresh_until)));
+            }
+        }
+        let fallback = fallback(&nodes, now);
+        Snapshot {
+            nodes,
+            cumulative,
+            total,
+            valid_until,
+            fallback,
+        }
+    }
+
+    /// Before any probe answered: every read goes to the primary.
+    pub fn cold(weights: &[f64], now: Instant) -> Snapshot {
+        Snapshot::new(
+            weights.iter().map(|&w| SnapNode::unknown(w, now)).collect(),
+            now,
+        )
+    }
+
+    /// A weighted pick; `r` is uniform in [0, 1).
+    #[inline]
+    pub fn pick(&self, now: Instant, r: f64) -> (usize, Reason) {
+        if self.valid_until.is_none_or(|v| now <= v) {
+            if self.total > 0.0 {
+                let x = r * self.total;
+                for &(i, upto) in &self.cumulative {
+                    if x < upto {
+                        return (i, Reason::Weighted);
+                    }
+                }
+                if let Some(&(i, _)) = self.cumulative.last() {
+                    return (i, Reason::Weighted);
+                }
+            }
+            return self.fallback;
+        }
+        self.pick_where(now, r, |_| true, Reason::Weighted)
+            .unwrap_or_else(|| fallback(&self.nodes, now))
+    }
+
+    /// A pick among nodes that have replayed at least `min_lsn` (the primary always
+    /// has). Used for read-your-writes across requests.
+    pub fn pick_min_lsn(&self, now: Instant, r: f64, min_lsn: u64) -> (usize, Reason) {
+        let caught_up = |(i, n): (usize, &SnapNode)| i == 0 || n.visible_lsn >= min_lsn;
+        if let Some(choice) = self.pick_where(now, r, caught_up, Reason::ReadYourWrites) {
+            return choice;
+        }
+        if self.nodes.first().is_some_and(|p| p.live_at(now)) {
+            return (0, Reason::ReadYourWrites);
+        }
+        fallback(&self.nodes, now)
+    }
+
+    /// Is this node eligible for weighted reads right now?
+    pub fn is_eligible(&self, i: usize, now: Instant) -> bool {
+        self.nodes.get(i).is_some_and(|n| n.eligible_at(now))
+    }
+
+    /// Weighted pick among eligible nodes that pass `keep`, checking freshness per node.
+    /// Iterates twice instead of collecting, so it allocates nothing.
+    fn pick_where(
+        &self,
+        now: Instant,
+        r: f64,
+        keep: impl Fn((usize, &SnapNode)) -> bool,
+        reason: Reason,
+    ) -> Option<(usize, Reason)> {
+        let ok = |i: usize, n: &SnapNode| n.eligible_at(now) && keep((i, n));
+        let total: f64 = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|&(i, n)| ok(i, n))
+            .map(|(_, n)| n.weight)
+            .sum();
+        if total <= 0.0 {
+            return None;
+        }
+        let x = r * total;
+        let mut upto = 0.0;
+        let mut last = None;
+        for (i, n) in self.nodes.iter().enumerate() {
+            if ok(i, n) {
+                upto += n.weight;
+                last = Some(i);
+                if x < upto {
+                    return Some((i, reason));
+                }
+            }
+        }
+        last.map(|i| (i, reason))
+    }
+}
+
+/// Where reads go when no node is eligible: the primary if it answers; else the live
+/// replica that has replayed the most; else the primary, so Django raises its own
+/// connection error.
+fn fallback(nodes: &[SnapNode], now: Instant) -> (usize, Reason) {
+    let any_lagging = nodes.iter().skip(1).any(|n| n.lagging && n.live_at(now));
+    let reason = if any_lagging {
+        Reason::LagFallback
+    } else {
+        Reason::DownFallback
+    };
+    if nodes.first().is_some_and(|p| p.live_at(now)) {
+        return (0, reason);
+    }
+    let best = nodes
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, n)| n.live_at(now))
+        .max_by_key(|(_, n)| n.visible_lsn)
+        .map(|(i, _)| i);
+    match best {
+        Some(i) => (i, Reason::DownFallback),
+        None => (0, Reason::DownFallback),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::SmallRng;
+    use rand::{RngExt, SeedableRng};
+    use std::time::Duration;
+
+    fn up(weight: f64, now: Instant, lsn: u64) -> SnapNode {
+        SnapNode {
+            weight,
+            eligible: true,
+            live: true,
+            lagging: false,
+            fresh_until: now + Duration::from_secs(3),
+            visible_lsn: lsn,
+        }
+    }
+
+    fn lagging(weight: f64, now: Instant, lsn: u64) -> SnapNode {
+        SnapNode {
+            eligible: false,
+            lagging: true,
+            ..up(weight, now, lsn)
+        }
+    }
+
+    fn shares(snap: &Snapshot, now: Instant, n: usize) -> Vec<f64> {
+        let mut rng = SmallRng::seed_from_u64(42);
+        let mut counts = vec![0usize; snap.nodes.len()];
+        for _ in 0..n {
+            let (i, reason) = snap.pick(now, rng.random::<f64>());
+            assert_eq!(reason, Reason::Weighted);
+            counts[i] += 1;
+        }
+        counts.iter().map(|&c| c as f64 / n as f64).collect()
+    }
+
+    #[test]
+    fn weighted_pick_follows_weights() {
+        let now = Instant::now();
+        let snap = Snapshot::new(vec![up(1.0, now, 0), up(3.0, now, 0), up(2.0, now, 0)], now);
+        let s = shares(&snap, now, 120_000);
+        assert!((s[0] - 1.0 / 6.0).abs() < 0.01, "{s:?}");
+        assert!((s[1] - 3.0 / 6.0).abs() < 0.01, "{s:?}");
+        assert!((s[2] - 2.0 / 6.0).abs() < 0.01, "{s:?}");
+    }
+
+    #[test]
+    fn zero_weight_is_never_picked() {
+        let now = Instant::now();
+        let snap = Snapshot::new(vec![up(0.0, now, 0), up(1.0, now, 0), up(0.0, now, 0)], now);
+        let s = shares(&snap, now, 10_000);
+        assert_eq!(s, vec![0.0, 1.0, 0.0]);
+        // The edges of [0, 1) too.
+        assert_eq!(snap.pick(now, 0.0).0, 1);
+        assert_eq!(snap.pick(now, 0.999_999_999).0, 1);
+    }
+
+    #[test]
+    fn cold_start_reads_go_to_primary() {
+        let now = Instant::now();
+        let snap = Snapshot::cold(&[1.0, 1.0], now);
+        assert_eq!(snap.pick(now, 0.5), (0, Reason::DownFallback));
+    }
+
+    #[test]
+    fn every_replica_lagging_goes_to_primary_as_lag_fallback() {
+        let now = Instant::now();
+        let snap = Snapshot::new(vec![up(0.0, now, 100), lagging(1.0, now, 50)], now);
+        assert_eq!(snap.pick(now, 0.5), (0, Reason::LagFallback));
+    }
+
+    #[test]
+    fn primary_down_goes_to_least_lagging_live_replica() {
+        let now = Instant::now();
+        let mut primary = up(1.0, now, 100);
+        primary.eligible = false;
+        primary.live = false;
+        let snap = Snapshot::new(
+            vec![
+                primary,
+                lagging(1.0, now, 50),
+                lagging(1.0, now, 80),
+                lagging(1.0, now, 60),
+            ],
+            now,
+        );
+        assert_eq!(snap.pick(now, 0.1), (2, Reason::DownFallback));
+    }
+
+    #[test]
+    fn nothing_live_goes_to_primary() {
+        let now = Instant::now();
+        let mut nodes = vec![SnapNode::unknown(1.0, now), SnapNode::unknown(1.0, now)];
+        nodes[1].fresh_until = now;
+        let snap = Snapshot::new(nodes, now);
+        assert_eq!(snap.pick(now, 0.1), (0, Reason::DownFallback));
+    }
+
+    #[test]
+    fn stale_snapshot_stops_using_nodes_whose_last_good_probe_is_too_old() {
+        let now = Instant::now();
+        let mut replica = up(1.0, now, 0);
+        replica.fresh_until = now + Duration::from_millis(10);
+        let snap = Snapshot::new(vec![up(1.0, now, 0), replica], now);
+        let later = now + Duration::from_millis(20);
+        for k in 0..100 {
+            let (i, _) = snap.pick(later, k as f64 / 100.0);
+            assert_eq!(i, 0);
+        }
+        // Everything stale: the primary, as the last resort.
+        let much_later = now + Duration::from_secs(10);
+        assert_eq!(snap.pick(much_later, 0.7), (0, Reason::DownFallback));
+    }
+
+    #[test]
+    fn min_lsn_pick_only_uses_caught_up_replicas() {
+        let now = Instant::now();
+        let snap = Snapshot::new(
+            vec![up(0.0, now, 1000), up(1.0, now, 500), up(1.0, now, 900)],
+            now,
+        );
+        for k in 0..100 {
+            let r = k as f64 / 100.0;
+            assert_eq!(snap.pick_min_lsn(now, r, 800), (2, Reason::ReadYourWrites));
+            assert_eq!(snap.pick_min_lsn(now, r, 950), (0, Reason::ReadYourWrites));
+        }
+        let both: std::collections::HashSet<usize> = (0..100)
+            .map(|k| snap.pick_min_lsn(now, k as f64 / 100.0, 400).0)
+            .collect();
+        assert_eq!(both, [1usize, 2].into_iter().collect());
+    }
+
+    #[test]
+    fn reason_indices_match_names() {
+        for i in 0..REASON_COUNT as u8 {
+            assert_eq!(Reason::from_index(i).map(|r| r as u8), Some(i));
+        }
+        assert_eq!(Reason::from_index(REASON_COUNT as u8), None);
+        assert_eq!(REASON_NAMES[Reason::DownFallback as usize], "down_fallback");
+    }
+}

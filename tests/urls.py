@@ -1,0 +1,16 @@
+"""Views used by the consistency tests (request units, read-your-writes cookie)."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from tests import views
+
+urlpatterns = [
+    path("write/", views.write),
+    path("read/<int:pk>/", views.read),
+    path("write-then-read/", views.write_then_read),
+    path("status/", views.status),
+    path("awrite/", views.awrite),
+    path("aread/<int:pk>/", views.aread),
+]
