@@ -14,6 +14,7 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::config::{seconds, ClusterConfig, NodeConfig, Role};
+use crate::context::RouteState;
 use crate::health::State;
 use crate::monitor::{install_fork_hook, lsn_text, Engine, Shared, FORK_GENERATION};
 use crate::select::{Reason, REASON_COUNT, REASON_NAMES};
@@ -26,6 +27,18 @@ create_exception!(
 );
 
 const NOT_STARTED: u64 = u64::MAX;
+
+/// Gives every `Cluster` an identity for the per-thread connection cache.
+static NEXT_CLUSTER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// This thread's Django connection objects for a cluster's aliases, keyed by
+/// (cluster id, fork generation). A sync thread keeps its connection objects for its
+/// lifetime, so they are fetched from Python once per thread.
+type ConnCache = Option<(u64, u64, Vec<Py<PyDict>>)>;
+
+thread_local! {
+    static CONNECTIONS: RefCell<ConnCache> = const { RefCell::new(None) };
+}
 
 thread_local! {
     /// (fork generation it was seeded in, generator). Reseeded from the OS after a fork
@@ -122,9 +135,56 @@ pub struct Cluster {
     started_generation: AtomicU64,
     closed: AtomicBool,
     aliases: Vec<Py<PyString>>,
+    id: u64,
+    /// `ContextVar.get` of the Python-side routing state (a `RouteState` or None).
+    state_getter: Option<Py<PyAny>>,
+    /// Returns this thread's Django connection objects, in alias order.
+    thread_connections: Option<Py<PyAny>>,
 }
 
 impl Cluster {
+    /// The node whose connection in this thread is inside `transaction.atomic()`.
+    fn transaction_node(&self, py: Python<'_>) -> Option<usize> {
+        let generation = FORK_GENERATION.load(Ordering::Relaxed);
+        let name = pyo3::intern!(py, "in_atomic_block");
+        // Each connection's instance `__dict__`: a dict lookup is cheaper than a full
+        // attribute lookup, which first walks the class hierarchy for descriptors.
+        let in_tx = |dicts: &[Py<PyDict>]| {
+            dicts.iter().position(|d| {
+                matches!(d.bind(py).get_item(name), Ok(Some(v)) if v.is_truthy().unwrap_or(false))
+            })
+        };
+        let cached = CONNECTIONS.with(|c| {
+            let c = c.try_borrow().ok()?;
+            match c.as_ref() {
+                Some((id, g, conns)) if *id == self.id && *g == generation => Some(in_tx(conns)),
+                _ => None,
+            }
+        });
+        if let Some(found) = cached {
+            return found;
+        }
+        // First read in this thread: fetch the objects (Python code runs here, so the
+        // cache is not borrowed meanwhile).
+        let fetched = self.thread_connections.as_ref()?.bind(py).call0().ok()?;
+        let dunder_dict = pyo3::intern!(py, "__dict__");
+        let conns: Vec<Py<PyDict>> = fetched
+            .try_iter()
+            .ok()?
+            .filter_map(|o| {
+                let d = o.ok()?.getattr(dunder_dict).ok()?;
+                d.cast_into::<PyDict>().ok().map(Bound::unbind)
+            })
+            .collect();
+        let found = in_tx(&conns);
+        CONNECTIONS.with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                *c = Some((self.id, generation, conns));
+            }
+        });
+        found
+    }
+
     /// Starts probing on first use, and again in a child after a fork. The check is two
     /// relaxed atomic loads on the hot path.
     #[inline]
@@ -159,6 +219,42 @@ impl Cluster {
             .store(Some(Engine::start(Arc::clone(&self.shared))));
     }
 
+    /// See `read`.
+    #[inline]
+    fn read_impl(&self, py: Python<'_>, hint: Option<&str>) -> PyResult<Py<PyString>> {
+        self.ensure_started();
+        let mut min_lsn = None;
+        if let Some(getter) = &self.state_getter {
+            let state = getter.bind(py).call0()?;
+            if let Ok(state) = state.cast::<RouteState>() {
+                let state = state.get();
+                if state.primary_depth > 0 {
+                    return Ok(self.route(py, 0, Reason::UsePrimary));
+                }
+                if state.pinned_now() {
+                    return Ok(self.route(py, 0, Reason::Pinned));
+                }
+                min_lsn = state.min_lsn;
+            }
+        }
+        if let Some(node) = self.transaction_node(py) {
+            return Ok(self.route(py, node, Reason::Transaction));
+        }
+        let snapshot = self.shared.snapshot.load();
+        if let Some(node) = hint.and_then(|alias| self.index_of(alias)) {
+            // An instance read from a node goes back to it while it may take reads, so
+            // related lookups see the same data.
+            if node == 0 || snapshot.is_eligible(node, Instant::now()) {
+                return Ok(self.route(py, node, Reason::InstanceHint));
+            }
+        }
+        let (node, reason) = match min_lsn {
+            None => snapshot.pick(Instant::now(), uniform()),
+            Some(lsn) => snapshot.pick_min_lsn(Instant::now(), uniform(), lsn),
+        };
+        Ok(self.route(py, node, reason))
+    }
+
     #[inline]
     fn route(&self, py: Python<'_>, node: usize, reason: Reason) -> Py<PyString> {
         if let Some(counters) = self.shared.reads.get(node) {
@@ -179,7 +275,7 @@ impl Cluster {
 #[pymethods]
 impl Cluster {
     #[new]
-    #[pyo3(signature = (nodes, *, probe_interval, probe_timeout, fall, rise, max_lag_seconds=None, max_lag_bytes=None))]
+    #[pyo3(signature = (nodes, *, probe_interval, probe_timeout, fall, rise, max_lag_seconds=None, max_lag_bytes=None, state_getter=None, thread_connections=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -190,6 +286,8 @@ impl Cluster {
         rise: u32,
         max_lag_seconds: Option<f64>,
         max_lag_bytes: Option<u64>,
+        state_getter: Option<Py<PyAny>>,
+        thread_connections: Option<Py<PyAny>>,
     ) -> PyResult<Cluster> {
         let mut parsed = Vec::with_capacity(nodes.len());
         for item in nodes.iter() {
@@ -222,7 +320,23 @@ impl Cluster {
             started_generation: AtomicU64::new(NOT_STARTED),
             closed: AtomicBool::new(false),
             aliases,
+            id: NEXT_CLUSTER_ID.fetch_add(1, Ordering::Relaxed),
+            state_getter,
+            thread_connections,
         })
+    }
+
+    /// The whole read decision in one call: `use_primary`, a pin after a write, an open
+    /// transaction, the node an instance came from (`hint`), a read-your-writes token,
+    /// else a weighted pick. No I/O and no lock.
+    #[pyo3(signature = (hint=None))]
+    fn read(&self, py: Python<'_>, hint: Option<&str>) -> PyResult<Py<PyString>> {
+        self.read_impl(py, hint)
+    }
+
+    /// The node index of an alias, or None.
+    fn index(&self, alias: &str) -> Option<usize> {
+        self.index_of(alias)
     }
 
     /// Starts the prober if it is not running in this process (idempotent).

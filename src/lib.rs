@@ -4,8 +4,11 @@
 //! Pure logic (`config`, `probe`, `health`, `select`, `monitor`) has no Python in it
 //! and is tested with `cargo test`; `bindings` is the thin PyO3 layer.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod bindings;
 pub mod config;
+pub mod context;
 pub mod health;
 pub mod monitor;
 pub mod probe;
@@ -19,6 +22,8 @@ mod _core {
     use crate::bindings::Cluster;
     #[pymodule_export]
     use crate::bindings::ConfigError;
+    #[pymodule_export]
+    use crate::context::RouteState;
 
     use pyo3::prelude::*;
 

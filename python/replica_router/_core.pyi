@@ -1,5 +1,6 @@
 """Rust core of django-replica-router (built by maturin from ``src/``)."""
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __version__: str
@@ -8,6 +9,28 @@ REASONS: list[str]
 
 class ConfigError(ValueError):
     """A cluster setting that cannot work; the message names the key and the value."""
+
+class RouteState:
+    """One context's routing state (frozen)."""
+
+    primary_depth: int
+    unit: bool
+    pinned: bool
+    pin_until: float
+    min_lsn: int | None
+    def __init__(
+        self,
+        *,
+        primary_depth: int = 0,
+        unit: bool = False,
+        pinned: bool = False,
+        pin_until: float = 0.0,
+        min_lsn: int | None = None,
+    ) -> None: ...
+    def replace(self, **changes: Any) -> RouteState:
+        """A copy with the given fields changed."""
+    def is_pinned(self) -> bool:
+        """Whether a write pins reads to the primary now."""
 
 class Cluster:
     """A PostgreSQL cluster: node health probed in the background, and read routing.
@@ -27,7 +50,13 @@ class Cluster:
         rise: int,
         max_lag_seconds: float | None = None,
         max_lag_bytes: int | None = None,
+        state_getter: Callable[[], RouteState | None] | None = None,
+        thread_connections: Callable[[], Iterable[Any]] | None = None,
     ) -> None: ...
+    def read(self, hint: str | None = None) -> str:
+        """The whole read decision: use_primary, pin, open transaction, instance hint
+        (``hint`` = the alias the instance came from), read-your-writes token, else
+        a weighted pick. No I/O, no lock."""
     def start(self) -> None:
         """Start the prober in this process if it is not running (idempotent)."""
     def pick_read(self) -> str:

@@ -13,6 +13,7 @@ import atexit
 import logging
 import os
 import threading
+from collections.abc import Callable
 
 from replica_router import _core, conf, context
 
@@ -20,6 +21,8 @@ logger = logging.getLogger("replica_router")
 
 #: Read directly by the router's hot path; ``None`` until first use.
 cluster: _core.Cluster | None = None
+#: ``cluster.read``: the whole read decision in one call into the core.
+read: Callable[..., str] | None = None
 settings: conf.RouterSettings | None = None
 
 _lock = threading.Lock()
@@ -27,9 +30,23 @@ _log_thread: threading.Thread | None = None
 _atexit_registered = False
 
 
+def get_read() -> Callable[..., str]:
+    """``read`` of the cluster, building it on first use."""
+    return get_cluster().read
+
+
+def _thread_connections_for(aliases: tuple[str, ...]) -> Callable[[], tuple[object, ...]]:
+    def thread_connections() -> tuple[object, ...]:
+        from django.db import connections
+
+        return tuple(connections[alias] for alias in aliases)
+
+    return thread_connections
+
+
 def get_cluster() -> _core.Cluster:
     """The cluster, built on first use (raises ``ImproperlyConfigured`` on bad settings)."""
-    global cluster, settings, _atexit_registered
+    global cluster, settings, read, _atexit_registered
     c = cluster
     if c is not None:
         return c
@@ -46,6 +63,8 @@ def get_cluster() -> _core.Cluster:
                 rise=s.rise,
                 max_lag_seconds=s.max_lag_seconds,
                 max_lag_bytes=s.max_lag_bytes,
+                state_getter=context.current,
+                thread_connections=_thread_connections_for(s.aliases),
             )
         except _core.ConfigError as exc:
             from django.core.exceptions import ImproperlyConfigured
@@ -55,6 +74,7 @@ def get_cluster() -> _core.Cluster:
         c.start()
         settings = s
         cluster = c
+        read = c.read
         _start_log_thread(c)
         if not _atexit_registered:
             atexit.register(shutdown)
@@ -87,9 +107,9 @@ def _start_log_thread(c: _core.Cluster) -> None:
 
 def reset() -> None:
     """Stop probing and forget the cluster; the next use builds it from settings again."""
-    global cluster, settings, _log_thread
+    global cluster, settings, read, _log_thread
     with _lock:
-        c, cluster, settings = cluster, None, None
+        c, cluster, settings, read = cluster, None, None, None
         t, _log_thread = _log_thread, None
     if c is not None:
         c.close()

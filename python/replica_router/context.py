@@ -1,8 +1,7 @@
 """Per-context routing state: pins after writes, ``use_primary``, units of work.
 
 Everything lives in one :class:`contextvars.ContextVar` holding an immutable
-:class:`RouteState` (or ``None``, the common case, which keeps the hot path to a
-single ``ContextVar.get``). Each change sets a new value instead of mutating the
+:class:`RouteState` (or ``None`` outside any unit of work). Each change sets a new value instead of mutating the
 old one, so state follows the flow of control: it never leaks to another thread,
 request, asyncio task or ``sync_to_async`` call, and a child task's write does not
 pin its siblings. (``asgiref``'s ``sync_to_async`` copies changes back to the
@@ -18,6 +17,8 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar, cast, overload
+
+from replica_router import _core
 
 __all__ = [
     "RouteState",
@@ -35,40 +36,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 pin_seconds: float = 5.0
 
 
-class RouteState:
-    """One context's routing state. Immutable: use :meth:`replace`."""
-
-    __slots__ = ("min_lsn", "pin_until", "pinned", "primary_depth", "unit")
-
-    def __init__(
-        self,
-        *,
-        primary_depth: int = 0,
-        unit: bool = False,
-        pinned: bool = False,
-        pin_until: float = 0.0,
-        min_lsn: int | None = None,
-    ) -> None:
-        self.primary_depth = primary_depth
-        self.unit = unit
-        #: A write happened in this unit of work: reads go to the primary until it ends.
-        self.pinned = pinned
-        #: Outside a unit: reads go to the primary until this ``time.monotonic()``.
-        self.pin_until = pin_until
-        #: Read-your-writes token: the primary's WAL position after this client's last write.
-        self.min_lsn = min_lsn
-
-    def replace(self, **changes: Any) -> RouteState:
-        values = {name: getattr(self, name) for name in RouteState.__slots__}
-        values.update(changes)
-        return RouteState(**values)
-
-    def is_pinned(self) -> bool:
-        return self.pinned or (self.pin_until > 0.0 and time.monotonic() < self.pin_until)
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in RouteState.__slots__)
-        return f"RouteState({fields})"
+#: One context's routing state (frozen; ``replace()`` returns a changed copy). It is
+#: a class of the Rust core so that the read path can inspect it without Python code.
+RouteState = _core.RouteState
 
 
 _state: contextvars.ContextVar[RouteState | None] = contextvars.ContextVar(

@@ -1,0 +1,261 @@
+"""Router benchmarks, side by side in one run: ``python benchmarks/run.py``.
+
+1. Cost of ``django.db.router.db_for_read(Model)`` through Django's dispatch with
+   each router installed, against a real primary + hot standby (both up). Routers
+   are measured in interleaved rounds and the median round is kept, so machine noise
+   hits all of them alike; the ratio to django-multidb-router is the number to read.
+2. A blackholed replica (accepts TCP, never answers): the latency of "requests" that
+   each open a fresh connection and run one read (Django's default CONN_MAX_AGE=0),
+   with the tutorial's router (checks the node with ``cursor()`` on every read), the
+   Django docs' example router, django-multidb-router, and ours.
+
+Prints two tables. Needs PostgreSQL's server binaries (see ``make bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import random
+import socket
+import statistics
+import sys
+import threading
+import time
+import timeit
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "example_project"))
+
+from pgcluster import LocalCluster  # noqa: E402
+
+CONNECT_TIMEOUT = 1
+
+
+@contextmanager
+def silent_server() -> Iterator[int]:
+    """A TCP port on 127.0.0.1 that accepts connections and never says a word."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    sock.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+                held.append(conn)
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        stop.set()
+        t.join(timeout=2)
+        for c in held:
+            c.close()
+        sock.close()
+
+
+# --- the peers, as their documentation/tutorials write them (no project code copied) ---
+
+
+class DocsExampleRouter:
+    """The Django documentation's primary/replica example: random replica for reads."""
+
+    replicas = ("replica",)
+
+    def db_for_read(self, model: Any, **hints: Any) -> str:
+        return random.choice(self.replicas)
+
+    def db_for_write(self, model: Any, **hints: Any) -> str:
+        return "default"
+
+
+class CursorCheckRouter:
+    """The tutorial's approach: pick at random, check the node with cursor() per read."""
+
+    nodes = ("replica", "default")
+
+    def db_for_read(self, model: Any, **hints: Any) -> str:
+        from django.db import connections
+        from django.db.utils import OperationalError
+
+        choice = random.choice(self.nodes)
+        try:
+            connections[choice].cursor()
+        except OperationalError:
+            choice = next(n for n in self.nodes if n != choice)
+        return choice
+
+    def db_for_write(self, model: Any, **hints: Any) -> str:
+        return "default"
+
+
+def configure(cluster: LocalCluster, dead_port: int) -> None:
+    import django
+    from django.conf import settings
+
+    opts = {"connect_timeout": CONNECT_TIMEOUT}
+    settings.configure(
+        DATABASES={
+            "default": {**cluster.dsn("primary"), "OPTIONS": opts},
+            "replica": {**cluster.dsn("standby"), "OPTIONS": opts},
+            "dead": {**cluster.dsn("standby"), "PORT": str(dead_port), "OPTIONS": opts},
+        },
+        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "router"],
+        REPLICA_ROUTER={
+            "REPLICAS": {"replica": {"WEIGHT": 1}},
+            "PROBE_INTERVAL": 0.2,
+            "PROBE_TIMEOUT": 0.5,
+        },
+        REPLICA_DATABASES=["replica"],
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        USE_TZ=True,
+    )
+    django.setup()
+
+
+def dispatch_costs(rounds: int, calls: int) -> list[tuple[str, float]]:
+    from django.db.utils import ConnectionRouter
+    from router.models import ReplicationModel
+
+    import replica_router
+
+    routers: dict[str, ConnectionRouter] = {
+        "no router (Django's floor)": ConnectionRouter([]),
+        "Django docs example (random.choice)": ConnectionRouter([DocsExampleRouter()]),
+        "django-multidb-router ReplicaRouter": ConnectionRouter(["multidb.ReplicaRouter"]),
+        "django-multidb-router PinningReplicaRouter": ConnectionRouter(
+            ["multidb.PinningReplicaRouter"]
+        ),
+        "replica_router.ReadWriteRouter": ConnectionRouter(["replica_router.ReadWriteRouter"]),
+    }
+    # Warm up: the cluster's first probes must have answered (both nodes up).
+    routers["replica_router.ReadWriteRouter"].db_for_read(ReplicationModel)
+    deadline = time.monotonic() + 10
+    while {n["state"] for n in replica_router.status()} != {"up"}:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"cluster not up: {replica_router.status()}")
+        time.sleep(0.05)
+    samples: dict[str, list[float]] = {name: [] for name in routers}
+    for _ in range(rounds):
+        order = list(routers.items())
+        random.shuffle(order)
+        for name, r in order:
+            t = timeit.timeit(lambda r=r: r.db_for_read(ReplicationModel), number=calls)
+            samples[name].append(t / calls * 1e9)
+    return [(name, statistics.median(v)) for name, v in samples.items()]
+
+
+def dead_replica(requests: int) -> list[tuple[str, list[float], int]]:
+    """Per-request latency with a blackholed replica (ms), and failed requests."""
+    from django.db import connections
+    from django.db.utils import ConnectionRouter, OperationalError
+    from router.models import ReplicationModel
+
+    from replica_router import _runtime
+
+    docs = DocsExampleRouter()
+    docs.replicas = ("dead",)
+    cursor = CursorCheckRouter()
+    cursor.nodes = ("dead", "default")
+    import multidb
+
+    results = []
+    cases: list[tuple[str, Callable[[], ConnectionRouter]]] = [
+        ("tutorial router (cursor() check per read)", lambda: ConnectionRouter([cursor])),
+        ("Django docs example (random.choice)", lambda: ConnectionRouter([docs])),
+        (
+            "django-multidb-router ReplicaRouter",
+            lambda: ConnectionRouter(["multidb.ReplicaRouter"]),
+        ),
+        (
+            "replica_router.ReadWriteRouter",
+            lambda: ConnectionRouter(["replica_router.ReadWriteRouter"]),
+        ),
+    ]
+    from django.conf import settings
+
+    for name, make in cases:
+        multidb.replicas = itertools.cycle(["dead"])
+        settings.REPLICA_ROUTER = {
+            "REPLICAS": {"dead": {"WEIGHT": 1}},
+            "PROBE_INTERVAL": 0.2,
+            "PROBE_TIMEOUT": 0.5,
+        }
+        _runtime.reset()
+        r = make()
+        if name.startswith("replica_router"):
+            r.db_for_read(ReplicationModel)
+            time.sleep(2 * 0.2 + 0.5 + 0.3)  # the replica dies before the requests start
+        latencies: list[float] = []
+        failed = 0
+        for _ in range(requests):
+            connections.close_all()
+            start = time.perf_counter()
+            try:
+                alias = r.db_for_read(ReplicationModel)
+                list(ReplicationModel.objects.using(alias).all()[:1])
+            except OperationalError:
+                failed += 1
+            latencies.append((time.perf_counter() - start) * 1000)
+        connections.close_all()
+        results.append((name, latencies, failed))
+    _runtime.reset()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (median kept)")
+    parser.add_argument("--calls", type=int, default=50_000, help="calls per router per round")
+    parser.add_argument(
+        "--requests", type=int, default=10, help="requests per router, dead replica"
+    )
+    args = parser.parse_args(argv)
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "false")
+    with LocalCluster() as cluster, silent_server() as dead_port:
+        configure(cluster, dead_port)
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        cluster.wait_replayed()
+        costs = dispatch_costs(args.rounds, args.calls)
+        multidb_ns = dict(costs)["django-multidb-router ReplicaRouter"]
+        print(
+            f"\ndb_for_read through django.db.router: median of {args.rounds} interleaved rounds "
+            f"x {args.calls} calls (Python {sys.version.split()[0]})\n"
+        )
+        print(f"| {'router':<44} | {'ns/call':>8} | {'vs multidb':>10} |")
+        print(f"|{'-' * 46}|{'-' * 10}|{'-' * 12}|")
+        for name, ns in costs:
+            print(f"| {name:<44} | {ns:>8.0f} | {ns / multidb_ns:>9.2f}x |")
+
+        dead = dead_replica(args.requests)
+        print(
+            f"\nA blackholed replica (accepts TCP, never answers), connect_timeout={CONNECT_TIMEOUT}s: "
+            f"{args.requests} requests, each a fresh connection + one read\n"
+        )
+        print(f"| {'router':<44} | {'p50 ms':>8} | {'max ms':>8} | {'failed':>6} |")
+        print(f"|{'-' * 46}|{'-' * 10}|{'-' * 10}|{'-' * 8}|")
+        for name, lat, failed in dead:
+            print(
+                f"| {name:<44} | {statistics.median(lat):>8.1f} | {max(lat):>8.1f} | "
+                f"{failed:>3}/{len(lat):<2} |"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
