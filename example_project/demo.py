@@ -275,12 +275,13 @@ def step_writes(story: Story, cluster: LocalCluster) -> int:
         {"name": "fourth", "count": 4, "is_available": True, "average": 10.0},
         {"name": "fifth", "count": 5, "is_available": False, "average": -1.5},
     ]
-    story.check(
-        router.db_for_write(model) == "default",
-        "db_for_write(ReplicationModel) -> 'default'",
-    )
-    # A unit of work scopes the read-your-writes pin, as a request would.
+    # A unit of work scopes the read-your-writes pin, as a request would: after it,
+    # reads are spread again. (A write outside any unit pins reads for PIN_SECONDS.)
     with replica_router.unit_of_work():
+        story.check(
+            router.db_for_write(model) == "default",
+            "db_for_write(ReplicationModel) -> 'default'",
+        )
         created = [model.objects.create(**row) for row in rows]
         dbs = Counter(obj._state.db for obj in created)
         story.check(

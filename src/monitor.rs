@@ -470,6 +470,11 @@ async fn node_loop(engine: Arc<Engine>, idx: usize, mut stop: watch::Receiver<bo
             _ = stop.wait_for(|&stopping| stopping) => return,
         };
         let latency = started.elapsed();
+        if latency >= cfg.probe_interval {
+            // After an overrun (a frozen node), keep a full interval before the next
+            // probe; back-to-back probes would make RISE meaningless.
+            ticker.reset();
+        }
         let result = match outcome {
             Ok(r) => r,
             Err(_) => {
@@ -550,7 +555,7 @@ mod tests {
         assert_eq!(st[1].lag_bytes, Some(10_000));
         assert_eq!(st[1].health.state, State::Lagging);
         let snap = e.shared.snapshot.load();
-        assert_eq!(snap.pick(now, 0.99), (0, Reason::Weighted));
+        assert_eq!(snap.pick(now, 0.99), (0, Reason::LagFallback));
     }
 
     #[test]

@@ -102,8 +102,11 @@ impl Snapshot {
         let mut cumulative = Vec::with_capacity(nodes.len());
         let mut total = 0.0;
         let mut valid_until: Option<Instant> = None;
+        // With replicas configured but none eligible, reads go to the primary as a
+        // fallback (counted as such), not as a weighted pick of the primary alone.
+        let replica_eligible = replica_available(&nodes, now);
         for (i, n) in nodes.iter().enumerate() {
-            if n.eligible_at(now) {
+            if n.eligible_at(now) && (i > 0 || replica_eligible) {
                 total += n.weight;
                 cumulative.push((i, total));
             }
@@ -177,7 +180,10 @@ impl Snapshot {
         keep: impl Fn((usize, &SnapNode)) -> bool,
         reason: Reason,
     ) -> Option<(usize, Reason)> {
-        let ok = |i: usize, n: &SnapNode| n.eligible_at(now) && keep((i, n));
+        let replica_eligible = replica_available(&self.nodes, now);
+        let ok = |i: usize, n: &SnapNode| {
+            n.eligible_at(now) && (i > 0 || replica_eligible) && keep((i, n))
+        };
         let total: f64 = self
             .nodes
             .iter()
@@ -202,6 +208,12 @@ impl Snapshot {
         }
         last.map(|i| (i, reason))
     }
+}
+
+/// Whether weighted picks may run: some replica is eligible, or none is configured
+/// (a cluster of one primary reads from it by weight).
+fn replica_available(nodes: &[SnapNode], now: Instant) -> bool {
+    nodes.len() < 2 || nodes.iter().skip(1).any(|n| n.eligible_at(now))
 }
 
 /// Where reads go when no node is eligible: the primary if it answers; else the live
@@ -300,6 +312,21 @@ mod tests {
         let now = Instant::now();
         let snap = Snapshot::new(vec![up(0.0, now, 100), lagging(1.0, now, 50)], now);
         assert_eq!(snap.pick(now, 0.5), (0, Reason::LagFallback));
+    }
+
+    #[test]
+    fn primary_with_weight_serves_fallback_reads_counted_as_fallback() {
+        let now = Instant::now();
+        let snap = Snapshot::new(vec![up(1.0, now, 100), lagging(1.0, now, 50)], now);
+        assert_eq!(snap.pick(now, 0.1), (0, Reason::LagFallback));
+        let mut down = up(1.0, now, 0);
+        down.eligible = false;
+        down.live = false;
+        let snap = Snapshot::new(vec![up(1.0, now, 100), down], now);
+        assert_eq!(snap.pick(now, 0.9), (0, Reason::DownFallback));
+        // A cluster with no replica at all reads from the primary by weight.
+        let snap = Snapshot::new(vec![up(1.0, now, 100)], now);
+        assert_eq!(snap.pick(now, 0.5), (0, Reason::Weighted));
     }
 
     #[test]
