@@ -149,9 +149,12 @@ impl Cluster {
         let name = pyo3::intern!(py, "in_atomic_block");
         // Each connection's instance `__dict__`: a dict lookup is cheaper than a full
         // attribute lookup, which first walks the class hierarchy for descriptors.
+        // Django stores a real bool there: compare with True instead of asking
+        // Python for truthiness.
+        let true_ = pyo3::types::PyBool::new(py, true);
         let in_tx = |dicts: &[Py<PyDict>]| {
             dicts.iter().position(|d| {
-                matches!(d.bind(py).get_item(name), Ok(Some(v)) if v.is_truthy().unwrap_or(false))
+                matches!(d.bind(py).get_item(name), Ok(Some(v)) if v.is(&*true_))
             })
         };
         let cached = CONNECTIONS.with(|c| {
@@ -329,9 +332,15 @@ impl Cluster {
     /// The whole read decision in one call: `use_primary`, a pin after a write, an open
     /// transaction, the node an instance came from (`hint`), a read-your-writes token,
     /// else a weighted pick. No I/O and no lock.
-    #[pyo3(signature = (hint=None))]
-    fn read(&self, py: Python<'_>, hint: Option<&str>) -> PyResult<Py<PyString>> {
-        self.read_impl(py, hint)
+    fn read(&self, py: Python<'_>) -> PyResult<Py<PyString>> {
+        self.read_impl(py, None)
+    }
+
+    /// `read()` for an object loaded from `alias` (Django's `instance` hint): the
+    /// read goes back to that node while it may take reads, unless a rule above
+    /// the hint (use_primary, pin, transaction) sends it to the primary.
+    fn read_hinted(&self, py: Python<'_>, alias: &str) -> PyResult<Py<PyString>> {
+        self.read_impl(py, Some(alias))
     }
 
     /// The node index of an alias, or None.

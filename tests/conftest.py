@@ -9,6 +9,7 @@ Tests that damage the cluster for good (promotion) make their own with
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -171,6 +172,41 @@ def make_cluster() -> Iterator[Callable[[], LocalCluster]]:
     yield make
     for c in made:
         c.down()
+
+
+Record = Callable[[str, object], None]
+_measure = logging.getLogger("tests.measure")
+
+
+@pytest.fixture
+def record(request: pytest.FixtureRequest) -> Record:
+    """Attach a measured number to the test report (``user_properties``) and log it."""
+
+    def add(name: str, value: object) -> None:
+        request.node.user_properties.append((name, value))
+        _measure.info("%s = %s", name, value)
+
+    return add
+
+
+@pytest.fixture(autouse=True)
+def clean_context() -> Iterator[None]:
+    """Every test starts and ends with no routing state (pins) in its thread's context."""
+    from replica_router import context
+
+    context.end_request()
+    yield
+    context.end_request()
+
+
+@pytest.fixture
+def paused(healthy: LocalCluster) -> Iterator[list[int]]:
+    """The session cluster with standby replay paused; yields pks of replicated rows
+    (see ``tests.test_consistency.replay_paused``)."""
+    from tests.test_consistency import replay_paused
+
+    with replay_paused(healthy) as old:
+        yield old
 
 
 def open_fds() -> int:

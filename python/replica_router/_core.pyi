@@ -53,10 +53,11 @@ class Cluster:
         state_getter: Callable[[], RouteState | None] | None = None,
         thread_connections: Callable[[], Iterable[Any]] | None = None,
     ) -> None: ...
-    def read(self, hint: str | None = None) -> str:
-        """The whole read decision: use_primary, pin, open transaction, instance hint
-        (``hint`` = the alias the instance came from), read-your-writes token, else
-        a weighted pick. No I/O, no lock."""
+    def read(self) -> str:
+        """The whole read decision: use_primary, pin, open transaction, read-your-writes
+        token, else a weighted pick. No I/O, no lock."""
+    def read_hinted(self, alias: str) -> str:
+        """``read()`` for an object loaded from ``alias`` (an ``instance`` hint)."""
     def start(self) -> None:
         """Start the prober in this process if it is not running (idempotent)."""
     def pick_read(self) -> str:

@@ -29,14 +29,13 @@ class ReadWriteRouter:
     def db_for_read(self, model: type[Model], **hints: Any) -> str | None:
         # A Python frame that calls the core positionally: a builtin called with
         # Django's `**hints` costs more than this frame does.
-        read = _runtime.read or _runtime.get_read()
         if hints:
             instance = hints.get("instance")
             if instance is not None:
                 db = getattr(getattr(instance, "_state", None), "db", None)
                 if db is not None:
-                    return read(db)
-        return read()
+                    return (_runtime.cluster or _runtime.get_cluster()).read_hinted(db)
+        return (_runtime.read or _runtime.get_read())()
 
     def db_for_write(self, model: type[Model], **hints: Any) -> str | None:
         cluster = _runtime.cluster or _runtime.get_cluster()
