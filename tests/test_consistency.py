@@ -183,6 +183,38 @@ def test_request_is_a_unit_of_work(paused: list[int], record: Record) -> None:
     assert context.current() is None or not context.current().is_pinned()  # type: ignore[union-attr]
 
 
+def test_atomic_requests(paused: list[int], record: Record) -> None:
+    """Proves: with ``ATOMIC_REQUESTS = True`` the view runs inside a transaction on
+    the primary and its reads go there. The view writes with an explicit alias (no
+    ``db_for_write``, hence no pin) and PIN_SECONDS is 0, so only the transaction
+    rule protects the read."""
+    from django.db import connections
+
+    client = Client()
+    served: Counter[str] = Counter()
+    stale = 0
+    n = max(N // 10, 20)
+    db_settings = connections.settings["default"]
+    with router_settings(PIN_SECONDS=0):
+        before = replica_router.decisions()
+        db_settings["ATOMIC_REQUESTS"] = True
+        try:
+            for _ in range(n):
+                client.cookies.clear()
+                body = client.post("/raw-write-then-read/").json()
+                served[body["alias"]] += 1
+                stale += not body["found"]
+        finally:
+            db_settings["ATOMIC_REQUESTS"] = False
+        after = replica_router.decisions()
+    record("atomic_requests.sequences", n)
+    record("atomic_requests.stale", stale)
+    assert stale == 0
+    assert served == Counter({"default": n})
+    assert delta(before, after, "transaction") >= n
+    assert delta(before, after, "pinned") == 0
+
+
 def test_unit_of_work_block(paused: list[int], record: Record) -> None:
     """Proves: inside ``with replica_router.unit_of_work():`` a read after a write
     goes to the primary and finds the row, N times (PIN_SECONDS 0, so only the

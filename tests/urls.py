@@ -10,6 +10,7 @@ urlpatterns = [
     path("write/", views.write),
     path("read/<int:pk>/", views.read),
     path("write-then-read/", views.write_then_read),
+    path("raw-write-then-read/", views.raw_write_then_read),
     path("status/", views.status),
     path("awrite/", views.awrite),
     path("aread/<int:pk>/", views.aread),

@@ -44,3 +44,11 @@ async def aread(request: HttpRequest, pk: int) -> JsonResponse:
     alias = router.db_for_read(ReplicationModel)
     found = await ReplicationModel.objects.using(alias).filter(pk=pk).aexists()
     return JsonResponse({"alias": alias, "found": found})
+
+
+def raw_write_then_read(request: HttpRequest) -> JsonResponse:
+    """Writes with an explicit alias (no ``db_for_write``, so no pin), then reads."""
+    obj = ReplicationModel.objects.using("default").create(name="raw", count=1, average=1.0)
+    alias = router.db_for_read(ReplicationModel)
+    found = ReplicationModel.objects.using(alias).filter(pk=obj.pk).exists()
+    return JsonResponse({"alias": alias, "found": found, "pk": obj.pk})
