@@ -146,15 +146,23 @@ impl Cluster {
     /// The node whose connection in this thread is inside `transaction.atomic()`.
     fn transaction_node(&self, py: Python<'_>) -> Option<usize> {
         let generation = FORK_GENERATION.load(Ordering::Relaxed);
-        let name = pyo3::intern!(py, "in_atomic_block");
+        let name = pyo3::intern!(py, "in_atomic_block").as_ptr();
         // Each connection's instance `__dict__`: a dict lookup is cheaper than a full
         // attribute lookup, which first walks the class hierarchy for descriptors.
-        // Django stores a real bool there: compare with True instead of asking
-        // Python for truthiness.
-        let true_ = pyo3::types::PyBool::new(py, true);
+        // Django stores a real bool there: compare with True by address instead of
+        // asking Python for truthiness.
+        let true_ = pyo3::types::PyBool::new(py, true).as_ptr();
         let in_tx = |dicts: &[Py<PyDict>]| {
             dicts.iter().position(|d| {
-                matches!(d.bind(py).get_item(name), Ok(Some(v)) if v.is(&*true_))
+                // SAFETY: the GIL is held (`py`) and `d`, `name` are live objects; the
+                // result is a borrowed reference (or NULL), only compared by address.
+                let v = unsafe { pyo3::ffi::PyDict_GetItemWithError(d.as_ptr(), name) };
+                if v.is_null() {
+                    // Absent; a str key cannot raise, but never leave an error set.
+                    let _ = PyErr::take(py);
+                    return false;
+                }
+                v == true_
             })
         };
         let cached = CONNECTIONS.with(|c| {
@@ -252,7 +260,7 @@ impl Cluster {
             }
         }
         let (node, reason) = match min_lsn {
-            None => snapshot.pick(Instant::now(), uniform()),
+            None => snapshot.pick_now(uniform()),
             Some(lsn) => snapshot.pick_min_lsn(Instant::now(), uniform(), lsn),
         };
         Ok(self.route(py, node, reason))
@@ -261,7 +269,10 @@ impl Cluster {
     #[inline]
     fn route(&self, py: Python<'_>, node: usize, reason: Reason) -> Py<PyString> {
         if let Some(counters) = self.shared.reads.get(node) {
-            counters[reason as usize].fetch_add(1, Ordering::Relaxed);
+            // Every caller holds the GIL, so calls are serialized: a plain load and
+            // store counts exactly, without a locked read-modify-write.
+            let c = &counters[reason as usize];
+            c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         }
         self.aliases[node].clone_ref(py)
     }
@@ -357,7 +368,7 @@ impl Cluster {
     /// No I/O, no lock, no allocation.
     fn pick_read(&self, py: Python<'_>) -> Py<PyString> {
         self.ensure_started();
-        let (node, reason) = self.shared.snapshot.load().pick(Instant::now(), uniform());
+        let (node, reason) = self.shared.snapshot.load().pick_now(uniform());
         self.route(py, node, reason)
     }
 

@@ -95,7 +95,13 @@ pub struct Snapshot {
     valid_until: Option<Instant>,
     /// Where reads go when nothing is eligible (valid until `valid_until`).
     fallback: (usize, Reason),
+    /// `valid_until` on the coarse clock (`context::coarse_ns`), minus a margin for
+    /// its resolution, so the fast path can skip reading the fine clock.
+    valid_until_coarse: u64,
 }
+
+/// More than the coarse clock's resolution (one kernel tick, 1 to 10 ms).
+const COARSE_MARGIN_NS: u64 = 20_000_000;
 
 impl Snapshot {
     pub fn new(nodes: Vec<SnapNode>, now: Instant) -> Snapshot {
@@ -115,12 +121,20 @@ impl Snapshot {
             }
         }
         let fallback = fallback(&nodes, now);
+        let valid_until_coarse = match valid_until {
+            None => u64::MAX,
+            Some(v) => {
+                let left = v.saturating_duration_since(now).as_nanos() as u64;
+                (crate::context::coarse_ns() + left).saturating_sub(COARSE_MARGIN_NS)
+            }
+        };
         Snapshot {
             nodes,
             cumulative,
             total,
             valid_until,
             fallback,
+            valid_until_coarse,
         }
     }
 
@@ -132,22 +146,37 @@ impl Snapshot {
         )
     }
 
+    /// `pick` at the current time. While the snapshot is surely valid (by the coarse
+    /// clock) the fine clock is not read at all.
+    #[inline]
+    pub fn pick_now(&self, r: f64) -> (usize, Reason) {
+        if crate::context::coarse_ns() <= self.valid_until_coarse {
+            return self.pick_valid(r);
+        }
+        self.pick(Instant::now(), r)
+    }
+
+    #[inline]
+    fn pick_valid(&self, r: f64) -> (usize, Reason) {
+        if self.total > 0.0 {
+            let x = r * self.total;
+            for &(i, upto) in &self.cumulative {
+                if x < upto {
+                    return (i, Reason::Weighted);
+                }
+            }
+            if let Some(&(i, _)) = self.cumulative.last() {
+                return (i, Reason::Weighted);
+            }
+        }
+        self.fallback
+    }
+
     /// A weighted pick; `r` is uniform in [0, 1).
     #[inline]
     pub fn pick(&self, now: Instant, r: f64) -> (usize, Reason) {
         if self.valid_until.is_none_or(|v| now <= v) {
-            if self.total > 0.0 {
-                let x = r * self.total;
-                for &(i, upto) in &self.cumulative {
-                    if x < upto {
-                        return (i, Reason::Weighted);
-                    }
-                }
-                if let Some(&(i, _)) = self.cumulative.last() {
-                    return (i, Reason::Weighted);
-                }
-            }
-            return self.fallback;
+            return self.pick_valid(r);
         }
         self.pick_where(now, r, |_| true, Reason::Weighted)
             .unwrap_or_else(|| fallback(&self.nodes, now))
@@ -370,6 +399,23 @@ mod tests {
         // Everything stale: the primary, as the last resort.
         let much_later = now + Duration::from_secs(10);
         assert_eq!(snap.pick(much_later, 0.7), (0, Reason::DownFallback));
+    }
+
+    #[test]
+    fn pick_now_agrees_with_pick_and_expires() {
+        let now = Instant::now();
+        let snap = Snapshot::new(vec![up(1.0, now, 0), up(3.0, now, 0)], now);
+        for k in 0..100 {
+            let r = k as f64 / 100.0;
+            assert_eq!(snap.pick_now(r), snap.pick(Instant::now(), r));
+        }
+        // A snapshot whose nodes went stale 1 ms after it was built: after that,
+        // pick_now must not use them (the coarse margin only errs on the safe side).
+        let mut stale = up(1.0, now, 0);
+        stale.fresh_until = now + Duration::from_millis(1);
+        let snap = Snapshot::new(vec![up(0.0, now, 0), stale], now);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(snap.pick_now(0.5).0, 0);
     }
 
     #[test]
