@@ -354,61 +354,9 @@ impl Cluster {
         self.read_impl(py, Some(alias))
     }
 
-    /// The node index of an alias, or None.
-    fn index(&self, alias: &str) -> Option<usize> {
-        self.index_of(alias)
-    }
-
     /// Starts the prober if it is not running in this process (idempotent).
     fn start(&self) {
         self.ensure_started();
-    }
-
-    /// The alias for a read: a weighted pick among healthy nodes, or the fallback.
-    /// No I/O, no lock, no allocation.
-    fn pick_read(&self, py: Python<'_>) -> Py<PyString> {
-        self.ensure_started();
-        let (node, reason) = self.shared.snapshot.load().pick_now(uniform());
-        self.route(py, node, reason)
-    }
-
-    /// A read that must see WAL up to `min_lsn`: only replicas that have replayed it,
-    /// else the primary.
-    fn pick_read_min_lsn(&self, py: Python<'_>, min_lsn: u64) -> Py<PyString> {
-        self.ensure_started();
-        let (node, reason) =
-            self.shared
-                .snapshot
-                .load()
-                .pick_min_lsn(Instant::now(), uniform(), min_lsn);
-        self.route(py, node, reason)
-    }
-
-    /// The primary's alias, counting a read routed there for `reason` (an index into
-    /// `REASONS`).
-    fn primary_read(&self, py: Python<'_>, reason: u8) -> PyResult<Py<PyString>> {
-        self.ensure_started();
-        let reason = Reason::from_index(reason)
-            .ok_or_else(|| PyValueError::new_err(format!("unknown reason index {reason}")))?;
-        Ok(self.route(py, 0, reason))
-    }
-
-    /// `alias` if it is a node of this cluster that may take reads right now (for
-    /// `instance` hints); else `None`.
-    fn hinted_read(&self, py: Python<'_>, alias: &str) -> Option<Py<PyString>> {
-        self.ensure_started();
-        let node = self.index_of(alias)?;
-        if node == 0
-            || self
-                .shared
-                .snapshot
-                .load()
-                .is_eligible(node, Instant::now())
-        {
-            Some(self.route(py, node, Reason::InstanceHint))
-        } else {
-            None
-        }
     }
 
     /// The primary's alias, counting a write.

@@ -60,15 +60,6 @@ class Cluster:
         """``read()`` for an object loaded from ``alias`` (an ``instance`` hint)."""
     def start(self) -> None:
         """Start the prober in this process if it is not running (idempotent)."""
-    def pick_read(self) -> str:
-        """Alias for a read: weighted pick among healthy nodes, else the fallback.
-        No I/O, no lock, no allocation."""
-    def pick_read_min_lsn(self, min_lsn: int) -> str:
-        """Alias for a read that must see WAL up to ``min_lsn``."""
-    def primary_read(self, reason: int) -> str:
-        """The primary's alias, counting a read for ``REASONS[reason]``."""
-    def hinted_read(self, alias: str) -> str | None:
-        """``alias`` if it is a cluster node eligible for reads now, else None."""
     def write(self) -> str:
         """The primary's alias, counting a write."""
     @property

@@ -24,7 +24,6 @@ __all__ = [
     "RouteState",
     "current",
     "note_write",
-    "pinned_until",
     "unit_of_work",
     "use_primary",
 ]
@@ -62,14 +61,6 @@ def note_write() -> None:
             _state.set(st.replace(pinned=True))
     else:
         _state.set(st.replace(pin_until=time.monotonic() + pin_seconds))
-
-
-def pinned_until() -> float | None:
-    """When the current pin ends (``time.monotonic()``), ``inf`` in a unit, else None."""
-    st = _state.get()
-    if st is None or not st.is_pinned():
-        return None
-    return float("inf") if st.pinned else st.pin_until
 
 
 def wrote_in_unit() -> bool:
