@@ -109,6 +109,7 @@ fn node_from_dict(d: &Bound<'_, PyDict>) -> PyResult<NodeConfig> {
         .map_err(|_| config_error(format!("node {alias:?}: weight must be a number")))?;
     let password = text("password")?;
     let sslmode = text("sslmode")?;
+    let sslrootcert = text("sslrootcert")?;
     let host = text("host")?;
     Ok(NodeConfig {
         role,
@@ -123,6 +124,7 @@ fn node_from_dict(d: &Bound<'_, PyDict>) -> PyResult<NodeConfig> {
         password: (!password.is_empty()).then_some(password),
         weight,
         sslmode: (!sslmode.is_empty()).then_some(sslmode),
+        sslrootcert: (!sslrootcert.is_empty()).then_some(sslrootcert),
         alias,
     })
 }

@@ -34,6 +34,7 @@ pub struct NodeConfig {
     pub weight: f64,
     /// libpq-style options from `DATABASES[alias]["OPTIONS"]` that the prober honours.
     pub sslmode: Option<String>,
+    pub sslrootcert: Option<String>,
 }
 
 // Hand-written so that a password can never reach a log line through `{:?}`.
@@ -49,6 +50,7 @@ impl fmt::Debug for NodeConfig {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("weight", &self.weight)
             .field("sslmode", &self.sslmode)
+            .field("sslrootcert", &self.sslrootcert)
             .finish()
     }
 }
@@ -137,10 +139,13 @@ impl ClusterConfig {
                 return err(format!("DATABASES[{:?}][\"HOST\"] is empty", node.alias));
             }
             if let Some(mode) = &node.sslmode {
-                if !matches!(mode.as_str(), "disable" | "allow" | "prefer") {
+                if !matches!(
+                    mode.as_str(),
+                    "disable" | "allow" | "prefer" | "require" | "verify-ca" | "verify-full"
+                ) {
                     return err(format!(
-                        "DATABASES[{:?}][\"OPTIONS\"][\"sslmode\"] = {mode:?} is not supported by \
-                         the health prober yet (it speaks plain TCP); use disable, allow or prefer",
+                        "DATABASES[{:?}][\"OPTIONS\"][\"sslmode\"] = {mode:?} is not a libpq \
+                         sslmode (disable, allow, prefer, require, verify-ca, verify-full)",
                         node.alias
                     ));
                 }
@@ -196,6 +201,7 @@ pub(crate) mod tests {
             password: Some("s3cret".into()),
             weight,
             sslmode: None,
+            sslrootcert: None,
         }
     }
 
@@ -256,8 +262,10 @@ pub(crate) mod tests {
         c.nodes[1].alias = "default".into();
         assert!(c.validate().unwrap_err().0.contains("listed twice"));
         let mut c = cluster(&[1.0, 1.0]);
-        c.nodes[1].sslmode = Some("verify-full".into());
+        c.nodes[1].sslmode = Some("verify-everything".into());
         assert!(c.validate().unwrap_err().0.contains("sslmode"));
+        c.nodes[1].sslmode = Some("verify-full".into());
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod health;
 pub mod monitor;
 pub mod probe;
 pub mod select;
+pub mod tls;
 
 use pyo3::prelude::*;
 

@@ -11,6 +11,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls, SimpleQueryMessage};
 
 use crate::config::NodeConfig;
+use crate::tls;
 
 /// What one successful probe saw.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -50,6 +51,8 @@ pub enum FaultKind {
     Authentication,
     MissingDatabase,
     Permission,
+    /// TLS could not be set up or the server's certificate was refused.
+    Tls,
     Query,
 }
 
@@ -64,6 +67,7 @@ impl FaultKind {
             FaultKind::Authentication => "authentication_failed",
             FaultKind::MissingDatabase => "database_missing",
             FaultKind::Permission => "insufficient_privilege",
+            FaultKind::Tls => "tls_failed",
             FaultKind::Query => "probe_query_failed",
         }
     }
@@ -72,7 +76,10 @@ impl FaultKind {
     pub fn is_config_error(self) -> bool {
         matches!(
             self,
-            FaultKind::Authentication | FaultKind::MissingDatabase | FaultKind::Permission
+            FaultKind::Authentication
+                | FaultKind::MissingDatabase
+                | FaultKind::Permission
+                | FaultKind::Tls
         )
     }
 }
@@ -139,6 +146,8 @@ pub struct Prober {
     config: Config,
     password: Option<String>,
     conn: Option<Connection>,
+    /// The TLS connector, or why TLS cannot be set up (reported on every probe).
+    tls: Result<Option<tokio_postgres_rustls::MakeRustlsConnect>, String>,
 }
 
 impl Prober {
@@ -168,10 +177,18 @@ impl Prober {
         if let Some(p) = &node.password {
             config.password(p.as_bytes());
         }
+        let tls = match tls::for_node(node.sslmode.as_deref(), node.sslrootcert.as_deref()) {
+            Ok(t) => {
+                config.ssl_mode(t.mode);
+                Ok(t.connector)
+            }
+            Err(e) => Err(e),
+        };
         Prober {
             config,
             password: node.password.clone(),
             conn: None,
+            tls,
         }
     }
 
@@ -197,14 +214,41 @@ impl Prober {
     async fn probe_inner(&mut self) -> Result<Sample, Fault> {
         if !self.is_connected() {
             self.conn = None;
-            let (client, connection) = self
-                .config
-                .connect(NoTls)
-                .await
-                .map_err(|e| self.fault(&e))?;
-            let driver = tokio::spawn(async move {
-                let _ = connection.await;
-            });
+            let connector = match &self.tls {
+                Ok(c) => c.clone(),
+                Err(e) => {
+                    return Err(Fault {
+                        kind: FaultKind::Tls,
+                        message: e.clone(),
+                    })
+                }
+            };
+            // The two connectors give different stream types; each spawns its driver.
+            let (client, driver) = match connector {
+                None => {
+                    let (client, connection) = self
+                        .config
+                        .connect(NoTls)
+                        .await
+                        .map_err(|e| self.fault(&e))?;
+                    (
+                        client,
+                        tokio::spawn(async move {
+                            let _ = connection.await;
+                        }),
+                    )
+                }
+                Some(tls) => {
+                    let (client, connection) =
+                        self.config.connect(tls).await.map_err(|e| self.fault(&e))?;
+                    (
+                        client,
+                        tokio::spawn(async move {
+                            let _ = connection.await;
+                        }),
+                    )
+                }
+            };
             self.conn = Some(Connection { client, driver });
         }
         let Some(conn) = self.conn.as_ref() else {
@@ -288,9 +332,22 @@ pub fn classify(e: &tokio_postgres::Error) -> FaultKind {
     if let Some(code) = e.code() {
         return classify_sqlstate(code);
     }
+    // tokio-postgres keeps its error kinds private; its TLS errors say so.
+    if e.to_string().contains("TLS") {
+        return FaultKind::Tls;
+    }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return FaultKind::Tls;
+        }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
+                return FaultKind::Tls;
+            }
             return match io.kind() {
                 std::io::ErrorKind::ConnectionRefused => FaultKind::Refused,
                 std::io::ErrorKind::TimedOut => FaultKind::Timeout,

@@ -113,6 +113,7 @@ def _node(alias: str, role: str, db: dict[str, Any], weight: float) -> dict[str,
         "user": str(db.get("USER") or ""),
         "password": str(db.get("PASSWORD") or ""),
         "sslmode": str(options.get("sslmode") or ""),
+        "sslrootcert": str(options.get("sslrootcert") or ""),
         "weight": weight,
     }
 
