@@ -31,7 +31,14 @@ FALL = 2
 RISE = 2
 WINDOW = FALL * INTERVAL + TIMEOUT
 
+#: A database of the project's that is not part of the cluster (issue: a good
+#: neighbour). It lives on the primary's server but is no standby of anything.
+UNRELATED_DB = "unrelated"
+
 ROUTER_SETTINGS: dict[str, Any] = {
+    # Explicit: with the unrelated alias there are two other PostgreSQL aliases, and
+    # the router never guesses which of them is a standby.
+    "REPLICAS": ["replica"],
     "PROBE_INTERVAL": INTERVAL,
     "PROBE_TIMEOUT": TIMEOUT,
     "FALL": FALL,
@@ -50,12 +57,18 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     _cluster = LocalCluster()
     _cluster.up()
+    _cluster.sql("primary", f"CREATE DATABASE {UNRELATED_DB}")
     settings.configure(
         DEBUG=False,
         SECRET_KEY="tests-only-secret-key-0123456789abcdef",
         DATABASES={
             "default": {**_cluster.dsn("primary"), "OPTIONS": {"connect_timeout": 2}},
             "replica": {**_cluster.dsn("standby"), "OPTIONS": {"connect_timeout": 2}},
+            "other": {
+                **_cluster.dsn("primary"),
+                "NAME": UNRELATED_DB,
+                "OPTIONS": {"connect_timeout": 2},
+            },
         },
         DATABASE_ROUTERS=["replica_router.ReadWriteRouter"],
         REPLICA_ROUTER=dict(ROUTER_SETTINGS),
@@ -76,6 +89,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    call_command("migrate", database="other", verbosity=0)
     _cluster.wait_replayed()
 
 

@@ -116,10 +116,12 @@ def read_route() -> str | None:
     return router.db_for_read(ReplicationModel)
 
 
+@IGNORE_DATABASES_WARNING
 def test_defaults_without_any_setting(cluster: LocalCluster) -> None:
     """No REPLICA_ROUTER at all, the tutorial's two aliases: primary ``default``, one
     replica ``replica`` of weight 1, probe every 1 s with a 1 s timeout, FALL/RISE 2."""
-    with override_settings():
+    tutorial = {alias: settings.DATABASES[alias] for alias in ("default", "replica")}
+    with override_settings(DATABASES=tutorial):
         del settings.REPLICA_ROUTER
         assert not hasattr(settings, "REPLICA_ROUTER")
         _runtime.reset()

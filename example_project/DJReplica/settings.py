@@ -107,6 +107,8 @@ REPLICA_ROUTER = {
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# LiveServerTestCase serves static files from here (none exist; the URL must be set).
+STATIC_URL = "static/"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

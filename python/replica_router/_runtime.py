@@ -15,14 +15,17 @@ import os
 import threading
 from collections.abc import Callable
 
-from replica_router import _core, conf, context
+from replica_router import _core, conf, context, testing
 
 logger = logging.getLogger("replica_router")
 
 #: Read directly by the router's hot path; ``None`` until first use.
 cluster: _core.Cluster | None = None
-#: ``cluster.read``: the whole read decision in one call into the core.
-read: Callable[..., str] | None = None
+#: ``cluster.read``: the whole read decision in one call into the core (under a test
+#: runner, see ``testing.readers``).
+read: Callable[[], str] | None = None
+#: The read decision for an object loaded from an alias (``None`` outside the cluster).
+read_hinted: Callable[[str], str | None] | None = None
 settings: conf.RouterSettings | None = None
 
 _lock = threading.Lock()
@@ -30,9 +33,41 @@ _log_thread: threading.Thread | None = None
 _atexit_registered = False
 
 
-def get_read() -> Callable[..., str]:
+def get_read() -> Callable[[], str]:
     """``read`` of the cluster, building it on first use."""
-    return get_cluster().read
+    get_cluster()
+    assert read is not None
+    return read
+
+
+def get_read_hinted() -> Callable[[str], str | None]:
+    """``read_hinted``, building the cluster on first use."""
+    get_cluster()
+    assert read_hinted is not None
+    return read_hinted
+
+
+def _hinted_reader(c: _core.Cluster, aliases: tuple[str, ...]) -> Callable[[str], str | None]:
+    members = frozenset(aliases)
+    hinted = c.read_hinted
+
+    def hinted_read(db: str) -> str | None:
+        # An object of a database outside the cluster: no opinion, it stays there.
+        return hinted(db) if db in members else None
+
+    return hinted_read
+
+
+def use_readers(c: _core.Cluster | None = None, s: conf.RouterSettings | None = None) -> None:
+    """Install the read functions for the current mode (normal, or a test runner's)."""
+    global read, read_hinted
+    c, s = c or cluster, s or settings
+    if c is None or s is None:
+        return
+    normal = (c.read, _hinted_reader(c, s.aliases))
+    is_test = testing.active()
+    context.test_units = is_test
+    read, read_hinted = testing.readers(c, s, normal) if is_test else normal
 
 
 def _thread_connections_for(aliases: tuple[str, ...]) -> Callable[[], tuple[object, ...]]:
@@ -46,7 +81,7 @@ def _thread_connections_for(aliases: tuple[str, ...]) -> Callable[[], tuple[obje
 
 def get_cluster() -> _core.Cluster:
     """The cluster, built on first use (raises ``ImproperlyConfigured`` on bad settings)."""
-    global cluster, settings, read, _atexit_registered
+    global cluster, settings, _atexit_registered
     c = cluster
     if c is not None:
         return c
@@ -73,8 +108,10 @@ def get_cluster() -> _core.Cluster:
         context.pin_seconds = s.pin_seconds
         c.start()
         settings = s
+        # The readers before the cluster: the hot path trusts `read` once `cluster` is set.
+        use_readers(c, s)
         cluster = c
-        read = c.read
+        testing.install_hooks()
         _start_log_thread(c)
         if not _atexit_registered:
             atexit.register(shutdown)
@@ -107,9 +144,9 @@ def _start_log_thread(c: _core.Cluster) -> None:
 
 def reset() -> None:
     """Stop probing and forget the cluster; the next use builds it from settings again."""
-    global cluster, settings, read, _log_thread
+    global cluster, settings, read, read_hinted, _log_thread
     with _lock:
-        c, cluster, settings, read = cluster, None, None, None
+        c, cluster, settings, read, read_hinted = cluster, None, None, None, None
         t, _log_thread = _log_thread, None
     if c is not None:
         c.close()

@@ -1,4 +1,13 @@
-"""System checks. Ids are stable: replica_router.E001 ... W002."""
+"""System checks. Ids are stable:
+
+- E001: a setting cannot work (REPLICA_ROUTER or a node's DATABASES entry).
+- E002: a node is misconfigured (authentication, missing database); ``--database``.
+- E003: ``REPLICAS`` is unset and more than one other PostgreSQL alias exists.
+- E004: the replica taken by default (``REPLICAS`` unset) is not a standby.
+- W001: the router is not in ``DATABASE_ROUTERS``.
+- W002: a node is down or in the wrong role; ``--database``.
+- W003: a configured replica answers as a primary (promoted, or not a standby).
+"""
 
 from __future__ import annotations
 
@@ -20,14 +29,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     messages: list[CheckMessage] = []
     try:
         conf.load()
-    except ImproperlyConfigured as exc:
+    except conf.SettingsError as exc:
         messages.append(
             Error(
                 str(exc),
-                hint="See the settings reference in django-replica-router's README.",
-                id="replica_router.E001",
+                hint=exc.hint or "See the settings reference in django-replica-router's README.",
+                id=exc.check_id,
             )
         )
+    except ImproperlyConfigured as exc:
+        messages.append(Error(str(exc), id=conf.E_SETTINGS))
     routers = [
         r if isinstance(r, str) else f"{type(r).__module__}.{type(r).__name__}"
         for r in getattr(settings, "DATABASE_ROUTERS", [])
@@ -87,6 +98,70 @@ def check_nodes(
                 Warning(
                     f"{where} reports role {n['observed_role']!r}",
                     id="replica_router.W002",
+                )
+            )
+    return messages
+
+
+@register()
+def check_roles(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E004 / W003: a replica that answers as a primary.
+
+    Runs one bounded probe round (at most ``PROBE_TIMEOUT`` plus a little) with a
+    throwaway cluster object, so that a database taken for a standby by mistake is
+    reported before it serves a read. Unreachable nodes are left to ``--database``.
+    """
+    if databases:
+        return []  # check_nodes reports roles too, with a full probe round
+    from replica_router import _core, conf
+
+    try:
+        s = conf.load()
+    except ImproperlyConfigured:
+        return []  # reported by check_settings
+    if not s.replicas:
+        return []
+    probe = _core.Cluster(
+        s.nodes,
+        probe_interval=s.probe_interval,
+        probe_timeout=s.probe_timeout,
+        fall=s.fall,
+        rise=s.rise,
+    )
+    try:
+        probe.start()
+        deadline = time.monotonic() + s.probe_timeout + 0.5
+        nodes = probe.status()
+        while time.monotonic() < deadline and any(n.get("probes", 0) == 0 for n in nodes):
+            time.sleep(0.01)
+            nodes = probe.status()
+    finally:
+        probe.close()
+    messages: list[CheckMessage] = []
+    for n in nodes[1:]:
+        if n.get("observed_role") != "primary":
+            continue
+        where = f"DATABASES[{n['alias']!r}] ({n['host']}:{n['port']})"
+        if s.replicas_implicit:
+            messages.append(
+                Error(
+                    f"{where} was taken as the replica of {s.primary!r} because "
+                    'REPLICA_ROUTER["REPLICAS"] is not set, but it is not a standby '
+                    "(pg_is_in_recovery() is false)",
+                    hint=(
+                        'Set REPLICA_ROUTER["REPLICAS"] to the standbys of '
+                        f'{s.primary!r}, or to [] if it has none.'
+                    ),
+                    id="replica_router.E004",
+                )
+            )
+        else:
+            messages.append(
+                Warning(
+                    f"replica {where} is not in recovery: it was promoted or is not a "
+                    f"standby of {s.primary!r}; it takes no replica reads while so",
+                    hint='Check REPLICA_ROUTER["REPLICAS"] and the cluster\'s roles.',
+                    id="replica_router.W003",
                 )
             )
     return messages

@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-__all__ = ["DEFAULTS", "RouterSettings", "load"]
+__all__ = ["DEFAULTS", "RouterSettings", "SettingsError", "load"]
 
 DEFAULTS: dict[str, Any] = {
     "PRIMARY": "default",
@@ -32,12 +32,27 @@ DEFAULTS: dict[str, Any] = {
     "COOKIE_NAME": "replica_router_lsn",
     "COOKIE_MAX_AGE": 300,
     "TEST_MIRROR": True,
+    "TEST_REPLICA_READS": False,
 }
 
 POSTGRES_ENGINES = (
     "django.db.backends.postgresql",
     "django.contrib.gis.db.backends.postgis",
+    "replica_router.backends.postgresql",
 )
+
+#: System-check ids by family of problem (see ``checks.py``).
+E_SETTINGS = "replica_router.E001"
+E_AMBIGUOUS_REPLICAS = "replica_router.E003"
+
+
+class SettingsError(ImproperlyConfigured):
+    """A setting that cannot work. ``check_id`` is the system check that reports it."""
+
+    def __init__(self, message: str, *, check_id: str = E_SETTINGS, hint: str = "") -> None:
+        super().__init__(message)
+        self.check_id = check_id
+        self.hint = hint
 
 # DATABASES as they were when the app loaded: the test runner later renames NAME to
 # the test database, and a probe connection held there would block its DROP DATABASE.
@@ -72,6 +87,11 @@ class RouterSettings:
     cookie_name: str
     cookie_max_age: int
     test_mirror: bool
+    #: Under a test runner, reads may go to replicas (default: every read goes to the
+    #: primary, so users' test suites are deterministic).
+    test_replica_reads: bool
+    #: ``REPLICAS`` was not set: the replica was taken by the default rule.
+    replicas_implicit: bool
     nodes: list[dict[str, Any]] = field(repr=False)
     #: Primary first; one tuple object, so the hot path can compare it by identity.
     aliases: tuple[str, ...] = ()
@@ -83,17 +103,17 @@ def _key(name: str) -> str:
 
 def _number(name: str, value: Any, *, minimum: float, strict: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}")
+        raise SettingsError(f"{name} must be a number, got {value!r}")
     f = float(value)
     if not math.isfinite(f) or f < minimum or (strict and f == minimum):
         op = ">" if strict else ">="
-        raise ImproperlyConfigured(f"{name} must be a number {op} {minimum:g}, got {value!r}")
+        raise SettingsError(f"{name} must be a number {op} {minimum:g}, got {value!r}")
     return f
 
 
 def _integer(name: str, value: Any, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ImproperlyConfigured(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise SettingsError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -118,14 +138,38 @@ def _node(alias: str, role: str, db: dict[str, Any], weight: float) -> dict[str,
     }
 
 
+def _default_replicas(primary: str, databases: dict[str, dict[str, Any]]) -> list[str]:
+    """The replicas when ``REPLICAS`` is unset: the one other PostgreSQL alias, if
+    there is exactly one (the tutorial's ``default`` + ``replica``), or none.
+
+    With two or more other PostgreSQL aliases the router cannot tell a standby from
+    an unrelated database, and it never claims one silently: that is an error that
+    names them.
+    """
+    others = [a for a, db in databases.items() if a != primary and _is_postgres(db)]
+    if len(others) > 1:
+        raise SettingsError(
+            f"{_key('REPLICAS')} is not set and DATABASES has {len(others)} PostgreSQL "
+            f"aliases besides the primary {primary!r}: {others}; the router will not guess "
+            "which of them are standbys of it",
+            check_id=E_AMBIGUOUS_REPLICAS,
+            hint=(
+                f"List the standbys of {primary!r}, e.g. REPLICA_ROUTER = "
+                f'{{"REPLICAS": {{{others[0]!r}: {{"WEIGHT": 1}}}}}}, or "REPLICAS": [] '
+                "for none. Aliases not listed are left alone by the router."
+            ),
+        )
+    return others
+
+
 def load() -> RouterSettings:
     """Reads and validates ``REPLICA_ROUTER`` against ``DATABASES``."""
     raw = getattr(settings, "REPLICA_ROUTER", None) or {}
     if not isinstance(raw, dict):
-        raise ImproperlyConfigured(f"REPLICA_ROUTER must be a dict, got {raw!r}")
+        raise SettingsError(f"REPLICA_ROUTER must be a dict, got {raw!r}")
     unknown = sorted(set(raw) - set(DEFAULTS))
     if unknown:
-        raise ImproperlyConfigured(
+        raise SettingsError(
             f"REPLICA_ROUTER has unknown key(s) {unknown}; known keys: {sorted(DEFAULTS)}"
         )
     cfg = {**DEFAULTS, **raw}
@@ -134,12 +178,12 @@ def load() -> RouterSettings:
 
     primary = cfg["PRIMARY"]
     if not isinstance(primary, str) or primary not in databases:
-        raise ImproperlyConfigured(
+        raise SettingsError(
             f"{_key('PRIMARY')} = {primary!r} is not an alias in DATABASES "
             f"(known: {sorted(databases)})"
         )
     if not _is_postgres(databases[primary]):
-        raise ImproperlyConfigured(
+        raise SettingsError(
             f'{_key("PRIMARY")} = {primary!r}: DATABASES[{primary!r}]["ENGINE"] = '
             f"{databases[primary].get('ENGINE')!r} is not PostgreSQL"
         )
@@ -147,9 +191,7 @@ def load() -> RouterSettings:
     replicas_raw = cfg["REPLICAS"]
     replicas: dict[str, float] = {}
     if replicas_raw is None:
-        for alias, db in databases.items():
-            if alias != primary and _is_postgres(db):
-                replicas[alias] = 1.0
+        replicas = {alias: 1.0 for alias in _default_replicas(primary, databases)}
     elif isinstance(replicas_raw, (list, tuple)):
         for alias in replicas_raw:
             replicas[alias] = 1.0
@@ -158,13 +200,13 @@ def load() -> RouterSettings:
             if spec is None:
                 spec = {}
             if not isinstance(spec, dict):
-                raise ImproperlyConfigured(
+                raise SettingsError(
                     f"{_key('REPLICAS')}[{alias!r}] must be a dict like {{'WEIGHT': 1}}, "
                     f"got {spec!r}"
                 )
             extra = sorted(set(spec) - {"WEIGHT"})
             if extra:
-                raise ImproperlyConfigured(
+                raise SettingsError(
                     f"{_key('REPLICAS')}[{alias!r}] has unknown key(s) {extra}; known: ['WEIGHT']"
                 )
             replicas[alias] = _number(
@@ -174,22 +216,22 @@ def load() -> RouterSettings:
                 strict=False,
             )
     else:
-        raise ImproperlyConfigured(
+        raise SettingsError(
             f"{_key('REPLICAS')} must be a dict of alias -> {{'WEIGHT': n}}, a list of "
             f"aliases, or None; got {replicas_raw!r}"
         )
     for alias in replicas:
         if alias not in databases:
-            raise ImproperlyConfigured(
+            raise SettingsError(
                 f"{_key('REPLICAS')} names {alias!r}, which is not an alias in DATABASES "
                 f"(known: {sorted(databases)})"
             )
         if alias == primary:
-            raise ImproperlyConfigured(
+            raise SettingsError(
                 f"{_key('REPLICAS')} names the primary {alias!r}; use PRIMARY_READ_WEIGHT"
             )
         if not _is_postgres(databases[alias]):
-            raise ImproperlyConfigured(
+            raise SettingsError(
                 f'{_key("REPLICAS")} names {alias!r}, but DATABASES[{alias!r}]["ENGINE"] = '
                 f"{databases[alias].get('ENGINE')!r} is not PostgreSQL"
             )
@@ -198,7 +240,7 @@ def load() -> RouterSettings:
         _key("PRIMARY_READ_WEIGHT"), cfg["PRIMARY_READ_WEIGHT"], minimum=0, strict=False
     )
     if primary_weight == 0 and all(w == 0 for w in replicas.values()):
-        raise ImproperlyConfigured(
+        raise SettingsError(
             f"{_key('PRIMARY_READ_WEIGHT')} and every replica WEIGHT are 0: no node could "
             "take reads; give at least one a weight > 0"
         )
@@ -215,7 +257,7 @@ def load() -> RouterSettings:
     pin_seconds = _number(_key("PIN_SECONDS"), cfg["PIN_SECONDS"], minimum=0, strict=False)
     cookie_name = cfg["COOKIE_NAME"]
     if not isinstance(cookie_name, str) or not cookie_name:
-        raise ImproperlyConfigured(
+        raise SettingsError(
             f"{_key('COOKIE_NAME')} must be a non-empty string, got {cookie_name!r}"
         )
     cookie_max_age = _integer(_key("COOKIE_MAX_AGE"), cfg["COOKIE_MAX_AGE"], minimum=1)
@@ -239,6 +281,8 @@ def load() -> RouterSettings:
         cookie_name=cookie_name,
         cookie_max_age=cookie_max_age,
         test_mirror=bool(cfg["TEST_MIRROR"]),
+        test_replica_reads=bool(cfg["TEST_REPLICA_READS"]),
+        replicas_implicit=replicas_raw is None,
         nodes=nodes,
         aliases=(primary, *replicas),
     )

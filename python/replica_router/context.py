@@ -33,6 +33,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Default pin window after a write made outside any unit of work (seconds); conf may
 # change it through REPLICA_ROUTER["PIN_SECONDS"].
 pin_seconds: float = 5.0
+#: Under a test runner a write outside any unit of work pins until the test ends
+#: (``testing.end_test``) instead of for ``pin_seconds``: no pin outlives its test.
+test_units: bool = False
 
 
 #: One context's routing state (frozen; ``replace()`` returns a changed copy). It is
@@ -55,7 +58,10 @@ def note_write() -> None:
     """
     st = _state.get()
     if st is None:
-        _state.set(RouteState(pin_until=time.monotonic() + pin_seconds))
+        if test_units:
+            _state.set(RouteState(unit=True, pinned=True))
+        else:
+            _state.set(RouteState(pin_until=time.monotonic() + pin_seconds))
     elif st.unit:
         if not st.pinned:
             _state.set(st.replace(pinned=True))
