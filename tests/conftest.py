@@ -229,3 +229,27 @@ def open_fds() -> int:
 
 def thread_count() -> int:
     return len(os.listdir("/proc/self/task"))
+
+
+def existing_test_databases(cluster: LocalCluster, node: str = "primary") -> list[str]:
+    """Names of test databases (``test_*``) that exist on ``node``."""
+    out = cluster.sql(
+        node, r"SELECT datname FROM pg_database WHERE datname LIKE 'test\_%' ORDER BY 1"
+    )
+    return out.split()
+
+
+@pytest.fixture
+def clean_test_databases(healthy: LocalCluster) -> Iterator[LocalCluster]:
+    """The session cluster with no test database, before the test and after it."""
+    drop_test_databases(healthy)
+    try:
+        yield healthy
+    finally:
+        drop_test_databases(healthy)
+
+
+def drop_test_databases(cluster: LocalCluster) -> None:
+    """Drop leftover test databases (even with sessions still attached to them)."""
+    for name in existing_test_databases(cluster):
+        cluster.sql("primary", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

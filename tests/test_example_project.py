@@ -16,12 +16,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import LocalCluster
+from tests.conftest import LocalCluster, existing_test_databases
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "example_project"
@@ -33,30 +31,6 @@ RUN_TIMEOUT = 240
 logger = logging.getLogger("tests.example_project")
 
 Record = Callable[[str, object], None]
-
-
-def existing_test_databases(cluster: LocalCluster, node: str = "primary") -> list[str]:
-    """Names of test databases (``test_*``) that exist on ``node``."""
-    out = cluster.sql(
-        node, r"SELECT datname FROM pg_database WHERE datname LIKE 'test\_%' ORDER BY 1"
-    )
-    return out.split()
-
-
-@pytest.fixture
-def clean_test_databases(healthy: LocalCluster) -> Iterator[LocalCluster]:
-    """The session cluster with no test database, before the test and after it."""
-    drop_test_databases(healthy)
-    try:
-        yield healthy
-    finally:
-        drop_test_databases(healthy)
-
-
-def drop_test_databases(cluster: LocalCluster) -> None:
-    """Drop leftover test databases (even with sessions still attached to them)."""
-    for name in existing_test_databases(cluster):
-        cluster.sql("primary", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def subprocess_env(cluster: LocalCluster) -> dict[str, str]:

@@ -38,7 +38,6 @@ from tests.test_example_project import (
     ROOT,
     Record,
     assert_no_test_databases_left,
-    clean_test_databases,  # noqa: F401 (fixture)
     run,
     subprocess_env,
 )
