@@ -17,7 +17,18 @@ use crate::config::{seconds, ClusterConfig, NodeConfig, Role};
 use crate::context::RouteState;
 use crate::health::State;
 use crate::monitor::{install_fork_hook, lsn_text, Engine, Shared, FORK_GENERATION};
+use crate::probe::{redact, Fault, FaultKind};
 use crate::select::{Reason, REASON_COUNT, REASON_NAMES};
+
+/// Sorts the failure of a real connection or query (SQLSTATE, if any, and message)
+/// by the rules probes use: the fault kind's name for a node fault, `None` for what
+/// is not one (constraint violations, serialization failures, statement timeouts and
+/// other application errors; configuration errors such as a wrong password).
+#[pyfunction]
+#[pyo3(signature = (sqlstate, message))]
+pub fn classify_failure(sqlstate: Option<&str>, message: &str) -> Option<&'static str> {
+    crate::probe::classify_passive(sqlstate, message).map(FaultKind::as_str)
+}
 
 create_exception!(
     replica_router._core,
@@ -467,6 +478,7 @@ impl Cluster {
             d.set_item("consecutive_successes", st.health.ok_streak)?;
             d.set_item("probes", st.probes)?;
             d.set_item("failed_probes", st.failed_probes)?;
+            d.set_item("passive_faults", st.passive_faults)?;
             d.set_item(
                 "last_error",
                 st.last_error.as_ref().map(|f| f.message.clone()),
@@ -489,13 +501,84 @@ impl Cluster {
     }
 
     /// Waits up to `timeout` seconds (GIL released) for state-change events; returns
-    /// `[(level, message), ...]`, empty on timeout or once closed.
-    fn wait_events(&self, py: Python<'_>, timeout: f64) -> Vec<(u8, String)> {
+    /// `[(level, message, alias or None, new state or None, interrupt), ...]`, empty on
+    /// timeout or once closed. `interrupt`: the node was declared down for timeouts, so
+    /// connections in flight to it should be interrupted.
+    #[allow(clippy::type_complexity)]
+    fn wait_events(
+        &self,
+        py: Python<'_>,
+        timeout: f64,
+    ) -> Vec<(u8, String, Option<Py<PyString>>, Option<&'static str>, bool)> {
         let Some(engine) = self.engine.load_full() else {
             return Vec::new();
         };
         let timeout = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
-        py.detach(|| engine.wait_events(timeout))
+        let events = py.detach(|| engine.wait_events(timeout));
+        events
+            .into_iter()
+            .map(|e| {
+                let alias = e
+                    .node
+                    .and_then(|i| self.aliases.get(i))
+                    .map(|a| a.clone_ref(py));
+                (
+                    e.level,
+                    e.message,
+                    alias,
+                    e.state.map(State::as_str),
+                    e.interrupt,
+                )
+            })
+            .collect()
+    }
+
+    /// A real connection or query on `alias` failed for a node fault of `kind` (see
+    /// `classify_failure`): the node leaves reads now and is re-probed at once; it
+    /// comes back after RISE good probes. No I/O, no waiting on a lock. Returns whether
+    /// the node was taking reads until now (False for an alias outside the cluster).
+    fn report_fault(&self, alias: &str, kind: &str, message: &str) -> bool {
+        self.ensure_started();
+        let (Some(idx), Some(kind)) = (self.index_of(alias), FaultKind::from_name(kind)) else {
+            return false;
+        };
+        let Some(engine) = self.engine.load_full() else {
+            return false;
+        };
+        let password = self.shared.config.nodes[idx].password.as_deref();
+        let fault = Fault {
+            kind,
+            message: format!("passive: {}", redact(message.trim(), password)),
+        };
+        engine.report_passive(idx, fault, Instant::now())
+    }
+
+    /// Where to run a read again after it failed on every alias in `tried` because of
+    /// node faults: the same rules as `read()` (use_primary and pins keep it on the
+    /// primary, a read-your-writes token on nodes that replayed it), never a tried
+    /// node. `None` when nothing is left. Counted as reason `retried`.
+    fn retry(&self, py: Python<'_>, tried: Vec<String>) -> PyResult<Option<Py<PyString>>> {
+        self.ensure_started();
+        let mask = tried
+            .iter()
+            .filter_map(|a| self.index_of(a))
+            .filter(|&i| i < 64)
+            .fold(0u64, |m, i| m | (1u64 << i));
+        let mut min_lsn = None;
+        if let Some(getter) = &self.state_getter {
+            let state = getter.bind(py).call0()?;
+            if let Ok(state) = state.cast::<RouteState>() {
+                let state = state.get();
+                if state.primary_depth > 0 || state.pinned_now() {
+                    return Ok((mask & 1 == 0).then(|| self.route(py, 0, Reason::Retried)));
+                }
+                min_lsn = state.min_lsn;
+            }
+        }
+        let snapshot = self.shared.snapshot.load();
+        Ok(snapshot
+            .pick_retry(Instant::now(), uniform(), mask, min_lsn)
+            .map(|i| self.route(py, i, Reason::Retried)))
     }
 
     /// Stops probing in this process and waits for the prober to exit (bounded by one

@@ -151,6 +151,17 @@ impl Health {
         None
     }
 
+    /// A real connection or query failed on the node for a node fault: it leaves reads
+    /// at once (counted as FALL failures), and comes back only after RISE good probes.
+    pub fn on_passive_fault(&mut self, now: Instant) -> Option<(State, State)> {
+        self.ok_streak = 0;
+        self.fail_streak = self.fail_streak.max(self.fall);
+        match self.state {
+            State::Down | State::Misconfigured => None,
+            _ => self.set(State::Down, now),
+        }
+    }
+
     /// Whether the last good probe is recent enough to trust (the staleness rule).
     pub fn is_fresh(&self, now: Instant, window: Duration) -> bool {
         self.last_good
@@ -180,11 +191,6 @@ impl WalHistory {
                 self.samples.push_back((lsn, now));
             }
         }
-    }
-
-    pub fn clear(&mut self) {
-        self.samples.clear();
-        self.latest = None;
     }
 
     pub fn latest(&self) -> Option<(u64, Instant)> {

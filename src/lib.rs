@@ -20,6 +20,8 @@ use pyo3::prelude::*;
 #[pymodule]
 mod _core {
     #[pymodule_export]
+    use crate::bindings::classify_failure;
+    #[pymodule_export]
     use crate::bindings::Cluster;
     #[pymodule_export]
     use crate::bindings::ConfigError;

@@ -11,8 +11,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwap;
-use tokio::sync::watch;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio::sync::{watch, Notify};
 use tokio::time::MissedTickBehavior;
 
 use crate::config::{ClusterConfig, Role};
@@ -45,6 +45,43 @@ pub const WARNING: u8 = 30;
 pub const ERROR: u8 = 40;
 
 const MAX_EVENTS: usize = 1000;
+
+/// A state change for Python's `logging`, handed over by `wait_events`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// A Python logging level (`INFO`, `WARNING`, `ERROR`).
+    pub level: u8,
+    pub message: String,
+    /// The node it is about, if one.
+    pub node: Option<usize>,
+    /// The node's new state, for a state change.
+    pub state: Option<State>,
+    /// The node was declared down for timeouts (frozen, blackholed): connections in
+    /// flight to it will not answer and should be interrupted.
+    pub interrupt: bool,
+}
+
+impl Event {
+    fn about(level: u8, message: String, node: usize) -> Event {
+        Event {
+            level,
+            message,
+            node: Some(node),
+            state: None,
+            interrupt: false,
+        }
+    }
+
+    fn cluster(level: u8, message: String) -> Event {
+        Event {
+            level,
+            message,
+            node: None,
+            state: None,
+            interrupt: false,
+        }
+    }
+}
 
 /// What lives as long as the Python object: config, the published snapshot, counters.
 pub struct Shared {
@@ -90,6 +127,8 @@ pub struct NodeStatus {
     pub role_mismatch: bool,
     pub probes: u64,
     pub failed_probes: u64,
+    /// Failures of real connections or queries reported by the database backend.
+    pub passive_faults: u64,
 }
 
 struct EngineState {
@@ -103,7 +142,12 @@ struct EngineState {
 pub struct Engine {
     shared: Arc<Shared>,
     state: Mutex<EngineState>,
-    events: Mutex<VecDeque<(u8, String)>>,
+    /// A node fault seen by real traffic, per node, until the prober folds it in.
+    /// Lock-free, so that reporting never waits for the prober.
+    pending: Vec<ArcSwapOption<Fault>>,
+    /// Wakes a node's probe loop for an immediate re-probe.
+    wake: Vec<Notify>,
+    events: Mutex<VecDeque<Event>>,
     events_ready: Condvar,
     stopping: AtomicBool,
     stop_tx: watch::Sender<bool>,
@@ -139,8 +183,11 @@ impl Engine {
                 role_mismatch: false,
                 probes: 0,
                 failed_probes: 0,
+                passive_faults: 0,
             })
             .collect();
+        let pending = cfg.nodes.iter().map(|_| ArcSwapOption::empty()).collect();
+        let wake = cfg.nodes.iter().map(|_| Notify::new()).collect();
         let (stop_tx, _) = watch::channel(false);
         let engine = Arc::new(Engine {
             shared,
@@ -149,6 +196,8 @@ impl Engine {
                 primary_wal: WalHistory::default(),
                 split_brain_reported: false,
             }),
+            pending,
+            wake,
             events: Mutex::new(VecDeque::new()),
             events_ready: Condvar::new(),
             stopping: AtomicBool::new(false),
@@ -162,7 +211,10 @@ impl Engine {
             .spawn(move || runner.run());
         match spawned {
             Ok(handle) => *lock(&engine.thread) = Some(handle),
-            Err(e) => engine.event(ERROR, format!("could not start the prober thread: {e}")),
+            Err(e) => engine.event(Event::cluster(
+                ERROR,
+                format!("could not start the prober thread: {e}"),
+            )),
         }
         engine
     }
@@ -174,7 +226,10 @@ impl Engine {
         let runtime = match runtime {
             Ok(rt) => rt,
             Err(e) => {
-                self.event(ERROR, format!("could not start the prober runtime: {e}"));
+                self.event(Event::cluster(
+                    ERROR,
+                    format!("could not start the prober runtime: {e}"),
+                ));
                 return;
             }
         };
@@ -205,18 +260,18 @@ impl Engine {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    fn event(&self, level: u8, message: String) {
+    fn event(&self, event: Event) {
         let mut q = lock(&self.events);
         if q.len() >= MAX_EVENTS {
             q.pop_front();
         }
-        q.push_back((level, message));
+        q.push_back(event);
         drop(q);
         self.events_ready.notify_all();
     }
 
     /// Waits up to `timeout` for state-change events and takes them all.
-    pub fn wait_events(&self, timeout: Duration) -> Vec<(u8, String)> {
+    pub fn wait_events(&self, timeout: Duration) -> Vec<Event> {
         let mut q = lock(&self.events);
         if q.is_empty() && !self.is_stopping() {
             q = match self.events_ready.wait_timeout(q, timeout) {
@@ -253,9 +308,10 @@ impl Engine {
     ) {
         let cfg = &self.shared.config;
         let window = cfg.staleness_window();
-        let mut events: Vec<(u8, String)> = Vec::new();
+        let mut events: Vec<Event> = Vec::new();
         let mut guard = lock(&self.state);
         let st = &mut *guard;
+        self.drain_passive(st, now, &mut events);
         let node_cfg = &cfg.nodes[idx];
         let what = format!("{} {:?}", node_cfg.role.as_str(), node_cfg.alias);
 
@@ -265,7 +321,6 @@ impl Engine {
                 n.probes += 1;
                 n.last_probe = Some(now);
                 n.latency = Some(latency);
-                n.last_error = None;
                 if idx == 0 {
                     if let (false, Some(lsn)) = (sample.in_recovery, sample.current_lsn) {
                         st.primary_wal.push(lsn, now);
@@ -280,7 +335,7 @@ impl Engine {
                 };
                 if mismatch != n.role_mismatch {
                     n.role_mismatch = mismatch;
-                    events.push(match (node_cfg.role, mismatch) {
+                    let (level, message) = match (node_cfg.role, mismatch) {
                         (Role::Replica, true) => (
                             ERROR,
                             format!(
@@ -294,7 +349,8 @@ impl Engine {
                             format!("{what} is in recovery (demoted?): writes to it will fail"),
                         ),
                         (_, false) => (INFO, format!("{what} is back in its configured role")),
-                    });
+                    };
+                    events.push(Event::about(level, message, idx));
                 }
                 let (lag_bytes, lag_seconds) = match (idx, sample.in_recovery, sample.replay_lsn) {
                     (i, true, Some(replayed)) if i > 0 && primary_fresh => {
@@ -314,7 +370,12 @@ impl Engine {
                     over_limit(cfg, lag_bytes, lag_seconds)
                 };
                 n.sample = Some(sample);
-                n.health.on_success(over, now)
+                let t = n.health.on_success(over, now);
+                // Keep the error that took the node down until it is back (RISE).
+                if n.health.state.is_live() {
+                    n.last_error = None;
+                }
+                t
             }
             Err(fault) => {
                 let n = &mut st.nodes[idx];
@@ -327,7 +388,11 @@ impl Engine {
                     && fault.kind.is_config_error()
                     && n.last_error.as_ref() != Some(&fault)
                 {
-                    events.push((ERROR, format!("{what} is misconfigured: {}", fault.message)));
+                    events.push(Event::about(
+                        ERROR,
+                        format!("{what} is misconfigured: {}", fault.message),
+                        idx,
+                    ));
                 }
                 n.last_error = Some(fault);
                 t
@@ -336,46 +401,102 @@ impl Engine {
 
         if let Some((old, new)) = transition {
             let n = &st.nodes[idx];
-            let detail = match (&n.last_error, new) {
-                (Some(f), State::Down | State::Misconfigured) => {
-                    format!(
-                        " after {} failed probe(s): {}: {}",
-                        n.health.fail_streak,
-                        f.kind.as_str(),
-                        f.message
-                    )
-                }
-                (_, State::Lagging) => format!(
-                    " (lag {} bytes, {} s)",
-                    fmt_opt(n.lag_bytes),
-                    n.lag_seconds
-                        .map_or("unknown".into(), |s| format!("{s:.1}"))
-                ),
-                _ => String::new(),
-            };
-            let level = match new {
-                State::Up => INFO,
-                State::Lagging => WARNING,
-                State::Misconfigured => ERROR,
-                _ if idx == 0 => ERROR,
-                _ => WARNING,
-            };
-            events.push((
-                level,
-                format!("{what} is {} (was {}){detail}", new.as_str(), old.as_str()),
-            ));
+            let cause = format!("after {} failed probe(s)", n.health.fail_streak);
+            events.push(transition_event(cfg, idx, n, old, new, &cause));
         }
 
         self.check_split_brain(st, &mut events);
         let snapshot = build_snapshot(cfg, &st.nodes, now);
         drop(guard);
-        self.shared.snapshot.store(Arc::new(snapshot));
-        for (level, message) in events {
-            self.event(level, message);
+        self.publish(snapshot, now);
+        for event in events {
+            self.event(event);
         }
     }
 
-    fn check_split_brain(&self, st: &mut EngineState, events: &mut Vec<(u8, String)>) {
+    /// Publishes a snapshot, keeping out of reads every node with a passive fault that
+    /// the prober has not folded in yet (`rcu`: a report racing with this publish is
+    /// never lost).
+    fn publish(&self, snapshot: Snapshot, now: Instant) {
+        let snapshot = Arc::new(snapshot);
+        self.shared.snapshot.rcu(|_| {
+            let mask = self.pending_mask();
+            if mask == 0 {
+                Arc::clone(&snapshot)
+            } else {
+                Arc::new(snapshot.without(mask, now))
+            }
+        });
+    }
+
+    fn pending_mask(&self) -> u64 {
+        self.pending
+            .iter()
+            .enumerate()
+            .take(64)
+            .filter(|(_, p)| p.load().is_some())
+            .fold(0, |m, (i, _)| m | (1u64 << i))
+    }
+
+    /// Folds passive faults into the health machines (the lock is held by the caller).
+    fn drain_passive(&self, st: &mut EngineState, now: Instant, events: &mut Vec<Event>) {
+        let cfg = &self.shared.config;
+        for (idx, slot) in self.pending.iter().enumerate() {
+            let Some(fault) = slot.swap(None) else {
+                continue;
+            };
+            let n = &mut st.nodes[idx];
+            n.passive_faults += 1;
+            n.last_error = Some((*fault).clone());
+            if let Some((old, new)) = n.health.on_passive_fault(now) {
+                events.push(transition_event(
+                    cfg,
+                    idx,
+                    n,
+                    old,
+                    new,
+                    "reported by a query",
+                ));
+            }
+        }
+    }
+
+    /// A real connection or query failed on node `idx` for a node fault: the node
+    /// leaves reads at once, is re-probed at once, and comes back after RISE good
+    /// probes. No I/O; no lock is waited for (the state is updated now only if the
+    /// prober does not hold it, else by the prober's next step). Returns whether the
+    /// node was taking reads until now.
+    pub fn report_passive(&self, idx: usize, fault: Fault, now: Instant) -> bool {
+        let Some(slot) = self.pending.get(idx) else {
+            return false;
+        };
+        let was_in_reads = self
+            .shared
+            .snapshot
+            .load()
+            .nodes
+            .get(idx)
+            .is_some_and(|n| n.eligible || n.live);
+        slot.store(Some(Arc::new(fault)));
+        let bit = if idx < 64 { 1u64 << idx } else { 0 };
+        self.shared.snapshot.rcu(|s| Arc::new(s.without(bit, now)));
+        if let Some(wake) = self.wake.get(idx) {
+            wake.notify_one();
+        }
+        if let Ok(mut guard) = self.state.try_lock() {
+            let mut events = Vec::new();
+            self.drain_passive(&mut guard, now, &mut events);
+            let snapshot = build_snapshot(&self.shared.config, &guard.nodes, now);
+            drop(guard);
+            self.publish(snapshot, now);
+            for event in events {
+                self.event(event);
+            }
+        }
+        was_in_reads
+    }
+
+    fn check_split_brain(&self, st: &mut EngineState, events: &mut Vec<Event>) {
         let cfg = &self.shared.config;
         let claims: Vec<(usize, Option<u32>)> = st
             .nodes
@@ -403,7 +524,7 @@ impl Engine {
         let newest = newest.map_or("unknown".into(), |(i, _)| {
             format!("{:?}", cfg.nodes[*i].alias)
         });
-        events.push((
+        events.push(Event::cluster(
             ERROR,
             format!(
                 "{} nodes claim to be primary: {}; the newest timeline is on {newest}. Writes still \
@@ -413,6 +534,51 @@ impl Engine {
                 cfg.nodes[0].alias
             ),
         ));
+    }
+}
+
+/// The log record of a node's state change; `cause` says what made it go down.
+fn transition_event(
+    cfg: &ClusterConfig,
+    idx: usize,
+    n: &NodeStatus,
+    old: State,
+    new: State,
+    cause: &str,
+) -> Event {
+    let node_cfg = &cfg.nodes[idx];
+    let what = format!("{} {:?}", node_cfg.role.as_str(), node_cfg.alias);
+    let detail = match (&n.last_error, new) {
+        (Some(f), State::Down | State::Misconfigured) => {
+            format!(" {cause}: {}: {}", f.kind.as_str(), f.message)
+        }
+        (_, State::Lagging) => format!(
+            " (lag {} bytes, {} s)",
+            fmt_opt(n.lag_bytes),
+            n.lag_seconds
+                .map_or("unknown".into(), |s| format!("{s:.1}"))
+        ),
+        _ => String::new(),
+    };
+    let level = match new {
+        State::Up => INFO,
+        State::Lagging => WARNING,
+        State::Misconfigured => ERROR,
+        _ if idx == 0 => ERROR,
+        _ => WARNING,
+    };
+    let interrupt = new == State::Down
+        && n.last_error
+            .as_ref()
+            .is_some_and(|f| f.kind == FaultKind::Timeout);
+    Event {
+        interrupt,
+        state: Some(new),
+        ..Event::about(
+            level,
+            format!("{what} is {} (was {}){detail}", new.as_str(), old.as_str()),
+            idx,
+        )
     }
 }
 
@@ -462,6 +628,8 @@ async fn node_loop(engine: Arc<Engine>, idx: usize, mut stop: watch::Receiver<bo
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            // A passive fault: probe now rather than at the next tick.
+            _ = engine.wake[idx].notified() => {}
             _ = stop.wait_for(|&stopping| stopping) => return,
         }
         let started = Instant::now();
@@ -576,12 +744,14 @@ mod tests {
         assert!(
             events
                 .iter()
-                .any(|(l, m)| *l == ERROR && m.contains("promoted")),
+                .any(|e| e.level == ERROR && e.message.contains("promoted")),
             "{events:?}"
         );
         assert!(
-            events.iter().any(|(_, m)| m.contains("claim to be primary")
-                && m.contains("newest timeline is on \"replica1\"")),
+            events
+                .iter()
+                .any(|e| e.message.contains("claim to be primary")
+                    && e.message.contains("newest timeline is on \"replica1\"")),
             "{events:?}"
         );
     }
@@ -605,13 +775,80 @@ mod tests {
         assert!(
             events
                 .iter()
-                .any(|(_, m)| m.contains("is down (was up) after 2 failed")),
+                .any(|e| e.message.contains("is down (was up) after 2 failed")),
             "{events:?}"
         );
         e.apply(1, Ok(sample_standby(100)), Duration::ZERO, now);
         assert_eq!(e.node_statuses()[1].health.state, State::Down);
         e.apply(1, Ok(sample_standby(100)), Duration::ZERO, now);
         assert_eq!(e.node_statuses()[1].health.state, State::Up);
+    }
+
+    #[test]
+    fn passive_fault_takes_node_out_now_and_rise_brings_it_back() {
+        let e = engine(None);
+        let now = Instant::now();
+        e.apply(0, Ok(sample_primary(100)), Duration::ZERO, now);
+        e.apply(1, Ok(sample_standby(100)), Duration::ZERO, now);
+        let _ = e.wait_events(Duration::ZERO);
+        let fault = Fault {
+            kind: FaultKind::Timeout,
+            message: "passive: connection timeout expired".into(),
+        };
+        assert!(e.report_passive(1, fault, now));
+        // Out of reads at once, and in status (the prober held no lock here).
+        let snap = e.shared.snapshot.load();
+        for k in 0..50 {
+            assert_eq!(snap.pick(now, k as f64 / 50.0).0, 0);
+        }
+        let st = e.node_statuses();
+        assert_eq!(st[1].health.state, State::Down);
+        assert_eq!(st[1].passive_faults, 1);
+        let events = e.wait_events(Duration::ZERO);
+        assert!(
+            events.iter().any(|ev| ev.node == Some(1)
+                && ev.interrupt
+                && ev.message.contains("reported by a query")),
+            "{events:?}"
+        );
+        // A second report while down is counted, and logs nothing.
+        let again = Fault {
+            kind: FaultKind::Refused,
+            message: "passive: refused".into(),
+        };
+        assert!(!e.report_passive(1, again, now));
+        assert_eq!(e.node_statuses()[1].passive_faults, 2);
+        assert!(e.wait_events(Duration::ZERO).is_empty());
+        // Back only after RISE (2) good probes.
+        e.apply(1, Ok(sample_standby(100)), Duration::ZERO, now);
+        assert_eq!(e.node_statuses()[1].passive_faults, 2);
+        assert_eq!(e.node_statuses()[1].health.state, State::Down);
+        e.apply(1, Ok(sample_standby(100)), Duration::ZERO, now);
+        assert_eq!(e.node_statuses()[1].health.state, State::Up);
+        assert_eq!(e.shared.snapshot.load().pick(now, 0.99).0, 1);
+    }
+
+    #[test]
+    fn a_report_racing_with_a_publish_is_not_lost() {
+        let e = engine(None);
+        let now = Instant::now();
+        e.apply(0, Ok(sample_primary(100)), Duration::ZERO, now);
+        e.apply(1, Ok(sample_standby(100)), Duration::ZERO, now);
+        // The prober holds its lock while a report arrives: the report waits for
+        // nothing, and the prober's next publish keeps the node out.
+        let guard = e.state.lock().unwrap();
+        let fault = Fault {
+            kind: FaultKind::Refused,
+            message: "passive: refused".into(),
+        };
+        assert!(e.report_passive(1, fault, now));
+        let stale = build_snapshot(&e.shared.config, &guard.nodes, now);
+        drop(guard);
+        e.publish(stale, now);
+        assert_eq!(e.shared.snapshot.load().pick(now, 0.99).0, 0);
+        assert_eq!(e.node_statuses()[1].health.state, State::Up);
+        e.apply(0, Ok(sample_primary(100)), Duration::ZERO, now);
+        assert_eq!(e.node_statuses()[1].health.state, State::Down);
     }
 
     #[test]

@@ -72,6 +72,24 @@ impl FaultKind {
         }
     }
 
+    /// The kind named `name` (`as_str`), for faults reported from Python.
+    pub fn from_name(name: &str) -> Option<FaultKind> {
+        [
+            FaultKind::Refused,
+            FaultKind::Connection,
+            FaultKind::Timeout,
+            FaultKind::AdminShutdown,
+            FaultKind::TooManyConnections,
+            FaultKind::Authentication,
+            FaultKind::MissingDatabase,
+            FaultKind::Permission,
+            FaultKind::Tls,
+            FaultKind::Query,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
+
     /// A configuration error is the user's to fix; retrying will not help.
     pub fn is_config_error(self) -> bool {
         matches!(
@@ -359,6 +377,32 @@ pub fn classify(e: &tokio_postgres::Error) -> FaultKind {
     FaultKind::Connection
 }
 
+/// Sorts the failure of a real connection or query made by Django: `Some(kind)` for a
+/// node fault (the node, not the query, failed), `None` otherwise. A statement timeout
+/// (57014) is the application's own bound, and configuration errors are reported by
+/// the prober; neither takes a node out of reads.
+pub fn classify_passive(sqlstate: Option<&str>, message: &str) -> Option<FaultKind> {
+    match sqlstate.map(str::trim).filter(|c| !c.is_empty()) {
+        Some(code) => match classify_sqlstate(&SqlState::from_code(code)) {
+            k @ (FaultKind::AdminShutdown
+            | FaultKind::TooManyConnections
+            | FaultKind::Connection) => Some(k),
+            _ => None,
+        },
+        None => {
+            // No SQLSTATE: the client lost or never had the connection.
+            let m = message.to_ascii_lowercase();
+            Some(if m.contains("refused") {
+                FaultKind::Refused
+            } else if m.contains("timeout") || m.contains("timed out") {
+                FaultKind::Timeout
+            } else {
+                FaultKind::Connection
+            })
+        }
+    }
+}
+
 pub fn classify_sqlstate(code: &SqlState) -> FaultKind {
     let c = code.code();
     match c {
@@ -385,6 +429,54 @@ mod tests {
         assert_eq!(parse_lsn("garbage"), None);
         assert_eq!(parse_lsn("1/2/3"), None);
         assert_eq!(parse_lsn("100000000/0"), None);
+    }
+
+    #[test]
+    fn passive_failures_are_node_faults_only_when_the_node_failed() {
+        let c = |s: Option<&str>, m: &str| classify_passive(s, m);
+        assert_eq!(c(Some("57P01"), ""), Some(FaultKind::AdminShutdown));
+        assert_eq!(c(Some("57P03"), ""), Some(FaultKind::AdminShutdown));
+        assert_eq!(c(Some("53300"), ""), Some(FaultKind::TooManyConnections));
+        assert_eq!(c(Some("08006"), ""), Some(FaultKind::Connection));
+        for app in [
+            "23505", "23503", "40001", "57014", "42601", "42P01", "22012", "25006",
+        ] {
+            assert_eq!(c(Some(app), "x"), None, "{app}");
+        }
+        for config in ["28P01", "3D000", "42501"] {
+            assert_eq!(c(Some(config), "x"), None, "{config}");
+        }
+        assert_eq!(
+            c(
+                None,
+                "connection to server at \"127.0.0.1\", port 1 failed: Connection refused"
+            ),
+            Some(FaultKind::Refused)
+        );
+        assert_eq!(
+            c(None, "connection timeout expired"),
+            Some(FaultKind::Timeout)
+        );
+        assert_eq!(
+            c(
+                None,
+                "consuming input failed: server closed the connection unexpectedly"
+            ),
+            Some(FaultKind::Connection)
+        );
+    }
+
+    #[test]
+    fn fault_kinds_round_trip_by_name() {
+        for k in [
+            FaultKind::Refused,
+            FaultKind::Timeout,
+            FaultKind::Tls,
+            FaultKind::Query,
+        ] {
+            assert_eq!(FaultKind::from_name(k.as_str()), Some(k));
+        }
+        assert_eq!(FaultKind::from_name("nope"), None);
     }
 
     #[test]

@@ -15,9 +15,11 @@ pub enum Reason {
     InstanceHint = 5,
     LagFallback = 6,
     DownFallback = 7,
+    /// A read run again on another node after its node failed under it.
+    Retried = 8,
 }
 
-pub const REASON_COUNT: usize = 8;
+pub const REASON_COUNT: usize = 9;
 
 pub const REASON_NAMES: [&str; REASON_COUNT] = [
     "weighted",
@@ -28,23 +30,8 @@ pub const REASON_NAMES: [&str; REASON_COUNT] = [
     "instance_hint",
     "lag_fallback",
     "down_fallback",
+    "retried",
 ];
-
-impl Reason {
-    pub fn from_index(i: u8) -> Option<Reason> {
-        Some(match i {
-            0 => Reason::Weighted,
-            1 => Reason::Transaction,
-            2 => Reason::Pinned,
-            3 => Reason::UsePrimary,
-            4 => Reason::ReadYourWrites,
-            5 => Reason::InstanceHint,
-            6 => Reason::LagFallback,
-            7 => Reason::DownFallback,
-            _ => return None,
-        })
-    }
-}
 
 /// What the pick path needs to know about one node.
 #[derive(Clone, Debug)]
@@ -195,6 +182,67 @@ impl Snapshot {
         fallback(&self.nodes, now)
     }
 
+    /// Where to run a read again after it failed on the nodes in `tried` (a bit per
+    /// node): a weighted pick among eligible nodes not tried yet (of those that have
+    /// replayed `min_lsn`, when given); else an untried live node (the primary first,
+    /// then the replica that replayed the most); else the primary if untried, so that
+    /// Django raises its own error. `None` when every node was tried.
+    pub fn pick_retry(
+        &self,
+        now: Instant,
+        r: f64,
+        tried: u64,
+        min_lsn: Option<u64>,
+    ) -> Option<usize> {
+        let untried = |i: usize| i >= 64 || tried & (1u64 << i) == 0;
+        let caught_up = |(i, n): (usize, &SnapNode)| {
+            untried(i) && (i == 0 || min_lsn.is_none_or(|lsn| n.visible_lsn >= lsn))
+        };
+        if let Some((i, _)) = self.pick_where(now, r, caught_up, Reason::Retried) {
+            return Some(i);
+        }
+        if untried(0) && self.nodes.first().is_some_and(|p| p.live_at(now)) {
+            return Some(0);
+        }
+        if min_lsn.is_none() {
+            let best = self
+                .nodes
+                .iter()
+                .enumerate()
+                .skip(1)
+                .filter(|&(i, n)| untried(i) && n.live_at(now))
+                .max_by_key(|(_, n)| n.visible_lsn)
+                .map(|(i, _)| i);
+            if best.is_some() {
+                return best;
+            }
+        }
+        untried(0).then_some(0)
+    }
+
+    /// A copy in which `excluded` (a bit per node) take no reads until the prober
+    /// publishes again: nodes that just failed under real traffic.
+    pub fn without(&self, excluded: u64, now: Instant) -> Snapshot {
+        let nodes = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                if i < 64 && excluded & (1u64 << i) != 0 {
+                    SnapNode {
+                        eligible: false,
+                        live: false,
+                        lagging: false,
+                        ..n.clone()
+                    }
+                } else {
+                    n.clone()
+                }
+            })
+            .collect();
+        Snapshot::new(nodes, now)
+    }
+
     /// Is this node eligible for weighted reads right now?
     pub fn is_eligible(&self, i: usize, now: Instant) -> bool {
         self.nodes.get(i).is_some_and(|n| n.eligible_at(now))
@@ -268,6 +316,63 @@ fn fallback(nodes: &[SnapNode], now: Instant) -> (usize, Reason) {
     match best {
         Some(i) => (i, Reason::DownFallback),
         None => (0, Reason::DownFallback),
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn node(weight: f64, up: bool, now: Instant, lsn: u64) -> SnapNode {
+        SnapNode {
+            weight,
+            eligible: up,
+            live: up,
+            lagging: false,
+            fresh_until: now + Duration::from_secs(3),
+            visible_lsn: lsn,
+        }
+    }
+
+    #[test]
+    fn retry_never_picks_a_tried_node_and_ends() {
+        let now = Instant::now();
+        let snap = Snapshot::new(
+            vec![
+                node(1.0, true, now, 10),
+                node(1.0, true, now, 10),
+                node(1.0, true, now, 5),
+            ],
+            now,
+        );
+        for k in 0..20 {
+            let r = k as f64 / 20.0;
+            let i = snap.pick_retry(now, r, 0b010, None).unwrap();
+            assert_ne!(i, 1);
+        }
+        assert_eq!(snap.pick_retry(now, 0.5, 0b011, None), Some(2));
+        assert_eq!(snap.pick_retry(now, 0.5, 0b111, None), None);
+        // Read-your-writes: only nodes that replayed the token, else the primary.
+        assert_eq!(snap.pick_retry(now, 0.99, 0b010, Some(8)), Some(0));
+        assert_eq!(snap.pick_retry(now, 0.5, 0b011, Some(8)), None);
+    }
+
+    #[test]
+    fn retry_falls_back_to_untried_primary_even_when_down() {
+        let now = Instant::now();
+        let snap = Snapshot::new(vec![node(1.0, false, now, 0), node(1.0, true, now, 0)], now);
+        assert_eq!(snap.pick_retry(now, 0.5, 0b10, None), Some(0));
+        assert_eq!(snap.pick_retry(now, 0.5, 0b01, None), Some(1));
+    }
+
+    #[test]
+    fn without_takes_nodes_out_of_reads() {
+        let now = Instant::now();
+        let snap = Snapshot::new(vec![node(0.0, true, now, 0), node(1.0, true, now, 0)], now);
+        assert_eq!(snap.pick(now, 0.5), (1, Reason::Weighted));
+        let out = snap.without(0b10, now);
+        assert_eq!(out.pick(now, 0.5), (0, Reason::DownFallback));
     }
 }
 
@@ -438,10 +543,8 @@ mod tests {
 
     #[test]
     fn reason_indices_match_names() {
-        for i in 0..REASON_COUNT as u8 {
-            assert_eq!(Reason::from_index(i).map(|r| r as u8), Some(i));
-        }
-        assert_eq!(Reason::from_index(REASON_COUNT as u8), None);
         assert_eq!(REASON_NAMES[Reason::DownFallback as usize], "down_fallback");
+        assert_eq!(REASON_NAMES[Reason::Retried as usize], "retried");
+        assert_eq!(Reason::Retried as usize, REASON_COUNT - 1);
     }
 }

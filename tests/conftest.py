@@ -34,6 +34,7 @@ WINDOW = FALL * INTERVAL + TIMEOUT
 #: A database of the project's that is not part of the cluster (issue: a good
 #: neighbour). It lives on the primary's server but is no standby of anything.
 UNRELATED_DB = "unrelated"
+BACKEND = "replica_router.backends.postgresql"
 
 ROUTER_SETTINGS: dict[str, Any] = {
     # Explicit: with the unrelated alias there are two other PostgreSQL aliases, and
@@ -62,8 +63,10 @@ def pytest_configure(config: pytest.Config) -> None:
         DEBUG=False,
         SECRET_KEY="tests-only-secret-key-0123456789abcdef",
         DATABASES={
-            "default": {**_cluster.dsn("primary"), "OPTIONS": {"connect_timeout": 2}},
-            "replica": {**_cluster.dsn("standby"), "OPTIONS": {"connect_timeout": 2}},
+            # The cluster's aliases use the router's backend (passive health, read
+            # retry, bounded connections), as the quickstart recommends.
+            "default": {**_cluster.dsn("primary"), "ENGINE": BACKEND},
+            "replica": {**_cluster.dsn("standby"), "ENGINE": BACKEND},
             "other": {
                 **_cluster.dsn("primary"),
                 "NAME": UNRELATED_DB,

@@ -151,7 +151,8 @@ def test_a_replica_that_answers_as_primary_is_reported_by_plain_check(
     """The only other alias is the unrelated database (no standby): taken by default,
     plain ``manage.py check`` fails with E004; listed explicitly, it warns W003."""
     unset = {k: v for k, v in ROUTER_SETTINGS.items() if k != "REPLICAS"}
-    dbs = {"default": settings.DATABASES["default"], "other": settings.DATABASES["other"]}
+    other = {**settings.DATABASES["other"], "ENGINE": settings.DATABASES["default"]["ENGINE"]}
+    dbs = {"default": settings.DATABASES["default"], "other": other}
     with override_settings(DATABASES=dbs, REPLICA_ROUTER=unset):
         assert conf.load().replicas == {"other": 1.0}
         messages = _router_messages()

@@ -75,15 +75,15 @@ _DB_HOST = os.environ.get("DJREPLICA_DB_HOST", "127.0.0.1")
 
 def _node(port: str) -> dict[str, object]:
     return {
-        "ENGINE": "django.db.backends.postgresql",
+        # Django's PostgreSQL backend plus what the router needs on the request
+        # path: node faults reported at once, failed reads retried on another node,
+        # bounded connects and keepalives.
+        "ENGINE": "replica_router.backends.postgresql",
         "NAME": "postgres",
         "USER": "postgres",
         "PASSWORD": "postgres",
         "HOST": _DB_HOST,
         "PORT": port,
-        # Bounds a connection attempt to a node that died between two probes;
-        # the router keeps reads off nodes it has seen down.
-        "OPTIONS": {"connect_timeout": 2},
     }
 
 

@@ -7,6 +7,10 @@ __version__: str
 #: Names of the read-decision reasons, by counter index.
 REASONS: list[str]
 
+def classify_failure(sqlstate: str | None, message: str) -> str | None:
+    """The fault kind when a real connection or query failed because the node failed
+    (the rules probes use); ``None`` for application and configuration errors."""
+
 class ConfigError(ValueError):
     """A cluster setting that cannot work; the message names the key and the value."""
 
@@ -74,7 +78,17 @@ class Cluster:
         """Reads routed by reason, plus ``writes``."""
     def status(self) -> list[dict[str, Any]]:
         """One dict per node, primary first."""
-    def wait_events(self, timeout: float) -> list[tuple[int, str]]:
-        """Wait (GIL released) for state-change events: [(logging level, message)]."""
+    def wait_events(
+        self, timeout: float
+    ) -> list[tuple[int, str, str | None, str | None, bool]]:
+        """Wait (GIL released) for state-change events: [(logging level, message,
+        alias or None, new state or None, interrupt in-flight connections)]."""
+    def report_fault(self, alias: str, kind: str, message: str) -> bool:
+        """A real connection or query on ``alias`` failed for a node fault ``kind``:
+        the node leaves reads now and is re-probed at once. Returns whether it was
+        taking reads. No I/O, no waiting on a lock."""
+    def retry(self, tried: list[str]) -> str | None:
+        """Where to run a read again after node faults on ``tried`` (counted as
+        ``retried``); ``None`` when no node is left."""
     def close(self) -> None:
         """Stop probing in this process; bounded by one probe."""

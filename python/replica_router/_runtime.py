@@ -120,6 +120,17 @@ def get_cluster() -> _core.Cluster:
         return c
 
 
+def retry_alias(tried: list[str]) -> str | None:
+    """Where to run a read again after node faults on every alias in ``tried`` (the
+    core's rules; under a test runner, never an alias the test does not allow)."""
+    c = cluster or get_cluster()
+    while True:
+        alias = c.retry(tried)
+        if alias is None or not testing.active() or testing.allowed(alias):
+            return alias
+        tried = [*tried, alias]
+
+
 def get_settings() -> conf.RouterSettings:
     get_cluster()
     assert settings is not None
@@ -127,10 +138,18 @@ def get_settings() -> conf.RouterSettings:
 
 
 def _log_events(c: _core.Cluster) -> None:
+    from replica_router import faults
+
     while not c.closed:
         try:
-            for level, message in c.wait_events(1.0):
+            for level, message, alias, state, interrupt in c.wait_events(1.0):
                 logger.log(level, "%s", message)
+                if alias is not None and state in ("down", "misconfigured"):
+                    faults.note_down(alias)
+                if alias is not None and interrupt:
+                    # Frozen or blackholed: queries waiting on it would wait for as
+                    # long as it stays so; make them fail now (reads are retried).
+                    faults.interrupt(alias, primary=alias == c.primary)
         except Exception:  # pragma: no cover - logging must never kill the thread
             logger.exception("replica_router: could not log a state change")
 

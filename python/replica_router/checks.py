@@ -7,6 +7,7 @@
 - W001: the router is not in ``DATABASE_ROUTERS``.
 - W002: a node is down or in the wrong role; ``--database``.
 - W003: a configured replica answers as a primary (promoted, or not a standby).
+- W004: a cluster alias does not use the router's database backend.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 ROUTER = "replica_router.ReadWriteRouter"
+BACKEND = "replica_router.backends.postgresql"
 
 
 @register()
@@ -52,6 +54,32 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     return messages
+
+
+@register()
+def check_backend(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W004: the cluster's aliases should use the router's backend, through which it
+    sees real traffic (passive health, read retry, bounded connections)."""
+    from replica_router import conf
+
+    try:
+        s = conf.load()
+    except ImproperlyConfigured:
+        return []
+    missing = [a for a in s.aliases if settings.DATABASES[a].get("ENGINE") != BACKEND]
+    if not missing:
+        return []
+    return [
+        Warning(
+            f"DATABASES {missing} do not use the router's backend: a node that fails "
+            "under real traffic costs failed requests until probes notice it (up to "
+            "FALL x PROBE_INTERVAL + PROBE_TIMEOUT), and a frozen node can hold request "
+            "threads for as long as it stays frozen",
+            hint=f'Set "ENGINE": "{BACKEND}" on {missing} (it is Django\'s PostgreSQL '
+            "backend plus passive health, safe read retry and bounded connections).",
+            id="replica_router.W004",
+        )
+    ]
 
 
 @register(Tags.database)
