@@ -26,12 +26,14 @@ test-rust:
 test-python: wheel postgres
 	$(PY) -m pytest -p no:django $(PYTEST_ARGS)
 
-## lint: rustfmt, clippy, ruff, mypy
+## lint: rustfmt, clippy, ruff, mypy --strict, stubtest (stubs against the built module)
 lint: venv
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests example_project benchmarks
 	$(VENV)/bin/mypy
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop -q
+	$(PY) -m mypy.stubtest replica_router._core --allowlist tests/stubtest-allowlist.txt
 
 ## bench: router cost and dead-replica behaviour vs peers, printed as a table
 bench: wheel postgres

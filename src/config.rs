@@ -68,121 +68,11 @@ pub struct ClusterConfig {
     pub max_lag_bytes: Option<u64>,
 }
 
-/// A setting that cannot work, naming the key and the value.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-fn err<T>(msg: String) -> Result<T, ConfigError> {
-    Err(ConfigError(msg))
-}
-
-/// Parses a timeout or interval in seconds, naming `key` on failure.
-pub fn seconds(key: &str, value: f64) -> Result<Duration, ConfigError> {
-    if !value.is_finite() || value <= 0.0 || value > 86_400.0 {
-        return err(format!(
-            "REPLICA_ROUTER[{key:?}] must be a number of seconds > 0 and <= 86400, got {value}"
-        ));
-    }
-    Ok(Duration::from_secs_f64(value))
-}
-
 impl ClusterConfig {
     /// The window after which a node whose last good probe is older counts as down:
     /// `FALL x PROBE_INTERVAL + PROBE_TIMEOUT`.
     pub fn staleness_window(&self) -> Duration {
         self.probe_interval * self.fall + self.probe_timeout
-    }
-
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let Some(primary) = self.nodes.first() else {
-            return err("REPLICA_ROUTER: the cluster has no primary".into());
-        };
-        if primary.role != Role::Primary {
-            return err(format!(
-                "REPLICA_ROUTER[\"PRIMARY\"]: node {:?} must come first with role primary",
-                primary.alias
-            ));
-        }
-        for (i, node) in self.nodes.iter().enumerate() {
-            if i > 0 && node.role != Role::Replica {
-                return err(format!(
-                    "REPLICA_ROUTER: only one primary is allowed, {:?} is a second one",
-                    node.alias
-                ));
-            }
-            if node.alias.is_empty() {
-                return err("REPLICA_ROUTER: a node has an empty alias".into());
-            }
-            if self.nodes[..i].iter().any(|n| n.alias == node.alias) {
-                return err(format!(
-                    "REPLICA_ROUTER: alias {:?} is listed twice",
-                    node.alias
-                ));
-            }
-            if !node.weight.is_finite() || node.weight < 0.0 {
-                let key = if i == 0 {
-                    "REPLICA_ROUTER[\"PRIMARY_READ_WEIGHT\"]".to_string()
-                } else {
-                    format!("REPLICA_ROUTER[\"REPLICAS\"][{:?}][\"WEIGHT\"]", node.alias)
-                };
-                return err(format!("{key} must be a number >= 0, got {}", node.weight));
-            }
-            if node.host.is_empty() {
-                return err(format!("DATABASES[{:?}][\"HOST\"] is empty", node.alias));
-            }
-            if let Some(mode) = &node.sslmode {
-                if !matches!(
-                    mode.as_str(),
-                    "disable" | "allow" | "prefer" | "require" | "verify-ca" | "verify-full"
-                ) {
-                    return err(format!(
-                        "DATABASES[{:?}][\"OPTIONS\"][\"sslmode\"] = {mode:?} is not a libpq \
-                         sslmode (disable, allow, prefer, require, verify-ca, verify-full)",
-                        node.alias
-                    ));
-                }
-            }
-        }
-        if self.nodes.iter().all(|n| n.weight == 0.0) {
-            return err(
-                "REPLICA_ROUTER: every read weight is 0 (PRIMARY_READ_WEIGHT and every replica \
-                 WEIGHT); at least one must be > 0"
-                    .into(),
-            );
-        }
-        if self.fall == 0 || self.fall > 1000 {
-            return err(format!(
-                "REPLICA_ROUTER[\"FALL\"] must be an integer from 1 to 1000, got {}",
-                self.fall
-            ));
-        }
-        if self.rise == 0 || self.rise > 1000 {
-            return err(format!(
-                "REPLICA_ROUTER[\"RISE\"] must be an integer from 1 to 1000, got {}",
-                self.rise
-            ));
-        }
-        if let Some(s) = self.max_lag_seconds {
-            if !s.is_finite() || s <= 0.0 {
-                return err(format!(
-                    "REPLICA_ROUTER[\"MAX_LAG_SECONDS\"] must be a number > 0 or None, got {s}"
-                ));
-            }
-        }
-        if self.max_lag_bytes == Some(0) {
-            return err(
-                "REPLICA_ROUTER[\"MAX_LAG_BYTES\"] must be an integer > 0 or None, got 0".into(),
-            );
-        }
-        Ok(())
     }
 }
 
@@ -219,61 +109,6 @@ pub(crate) mod tests {
             max_lag_seconds: None,
             max_lag_bytes: None,
         }
-    }
-
-    #[test]
-    fn valid_defaults() {
-        assert_eq!(cluster(&[1.0, 1.0]).validate(), Ok(()));
-        assert_eq!(cluster(&[0.0, 1.0]).validate(), Ok(()));
-    }
-
-    #[test]
-    fn rejects_negative_weight_naming_the_key() {
-        let e = cluster(&[1.0, -1.0]).validate().unwrap_err().0;
-        assert!(
-            e.contains("[\"REPLICAS\"][\"replica1\"][\"WEIGHT\"]"),
-            "{e}"
-        );
-        assert!(e.contains("-1"), "{e}");
-        let e = cluster(&[-2.0, 1.0]).validate().unwrap_err().0;
-        assert!(e.contains("PRIMARY_READ_WEIGHT"), "{e}");
-    }
-
-    #[test]
-    fn rejects_all_zero_weights() {
-        let e = cluster(&[0.0, 0.0]).validate().unwrap_err().0;
-        assert!(e.contains("every read weight is 0"), "{e}");
-    }
-
-    #[test]
-    fn rejects_nan_weight_and_bad_fall_rise() {
-        assert!(cluster(&[1.0, f64::NAN]).validate().is_err());
-        let mut c = cluster(&[1.0, 1.0]);
-        c.fall = 0;
-        assert!(c.validate().unwrap_err().0.contains("FALL"));
-        let mut c = cluster(&[1.0, 1.0]);
-        c.rise = 0;
-        assert!(c.validate().unwrap_err().0.contains("RISE"));
-    }
-
-    #[test]
-    fn rejects_duplicate_alias_and_unsupported_sslmode() {
-        let mut c = cluster(&[1.0, 1.0]);
-        c.nodes[1].alias = "default".into();
-        assert!(c.validate().unwrap_err().0.contains("listed twice"));
-        let mut c = cluster(&[1.0, 1.0]);
-        c.nodes[1].sslmode = Some("verify-everything".into());
-        assert!(c.validate().unwrap_err().0.contains("sslmode"));
-        c.nodes[1].sslmode = Some("verify-full".into());
-        assert_eq!(c.validate(), Ok(()));
-    }
-
-    #[test]
-    fn seconds_names_the_key() {
-        assert!(seconds("PROBE_INTERVAL", 0.5).is_ok());
-        let e = seconds("PROBE_INTERVAL", -1.0).unwrap_err().0;
-        assert!(e.contains("PROBE_INTERVAL") && e.contains("-1"), "{e}");
-        assert!(seconds("PROBE_TIMEOUT", f64::INFINITY).is_err());
     }
 
     #[test]

@@ -1,32 +1,48 @@
 //! django-replica-router's core: node settings, bounded background health probing,
 //! per-node health state machines, and lock-free weighted read selection.
 //!
-//! Pure logic (`config`, `probe`, `health`, `select`, `monitor`) has no Python in it
-//! and is tested with `cargo test`; `bindings` is the thin PyO3 layer.
+//! Pure logic (`settings`, `config`, `probe`, `health`, `step`, `select`, `report`)
+//! has no Python in it and is tested with `cargo test`. The PyO3 layer binds it:
+//! `bindings` (the `Cluster` class), `py_settings` (settings in, `ConfigError` out),
+//! `context` (`RouteState`), `django_conn` (Django's transaction flag), with
+//! `lifecycle` (the prober per process), `monitor` (its thread) and `rng`.
+//! Modules are private: the compiler reports what nothing uses.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod bindings;
-pub mod config;
-pub mod context;
-pub mod health;
-pub mod monitor;
-pub mod probe;
-pub mod select;
-pub mod tls;
+mod bindings;
+mod config;
+mod context;
+mod django_conn;
+mod fault;
+mod health;
+mod lifecycle;
+mod monitor;
+mod probe;
+mod py_settings;
+mod report;
+mod rng;
+mod select;
+mod settings;
+mod step;
+mod tls;
 
 use pyo3::prelude::*;
 
-#[pymodule]
+/// The routing counters are a plain load and store, exact because every call holds
+/// the GIL: the module needs it (`gil_used`), and says so to free-threaded builds.
+#[pymodule(gil_used = true)]
 mod _core {
     #[pymodule_export]
     use crate::bindings::classify_failure;
     #[pymodule_export]
     use crate::bindings::Cluster;
     #[pymodule_export]
-    use crate::bindings::ConfigError;
-    #[pymodule_export]
     use crate::context::RouteState;
+    #[pymodule_export]
+    use crate::py_settings::ConfigError;
+    #[pymodule_export]
+    use crate::py_settings::RouterSettings;
 
     use pyo3::prelude::*;
 

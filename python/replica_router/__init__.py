@@ -7,10 +7,13 @@ background. Reads that must see the caller's own writes go to the primary.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from replica_router._core import __version__
 from replica_router.context import unit_of_work, use_primary
+
+if TYPE_CHECKING:
+    from replica_router._core import Decisions, NodeStatus
 
 __all__ = [
     "ReadWriteRouter",
@@ -22,7 +25,7 @@ __all__ = [
 ]
 
 
-def status() -> list[dict[str, Any]]:
+def status() -> list[NodeStatus]:
     """One dict per node (primary first): alias, configured and observed role, state
     (``up``/``down``/``lagging``/``unknown``/``misconfigured``), lag, probe latency,
     streaks, last error (password redacted), weight, reads routed by reason...
@@ -34,7 +37,7 @@ def status() -> list[dict[str, Any]]:
     return _runtime.get_cluster().status()
 
 
-def decisions() -> dict[str, int]:
+def decisions() -> Decisions:
     """Routing decisions in this process since start: reads by reason, and writes."""
     from replica_router import _runtime
 

@@ -1,7 +1,90 @@
 """Rust core of django-replica-router (built by maturin from ``src/``)."""
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal, TypedDict, final
+
+from typing_extensions import Self
+
+__all__ = [
+    "REASONS",
+    "Cluster",
+    "ConfigError",
+    "RouteState",
+    "RouterSettings",
+    "__version__",
+    "classify_failure",
+]
+
+#: A node's health state.
+State = Literal["up", "down", "lagging", "unknown", "misconfigured"]
+Role = Literal["primary", "replica"]
+#: Why a read went where it went (the counters of ``decisions()``).
+Reason = Literal[
+    "weighted",
+    "transaction",
+    "pinned",
+    "use_primary",
+    "read_your_writes",
+    "instance_hint",
+    "lag_fallback",
+    "down_fallback",
+    "retried",
+]
+
+class _NodeStatusBase(TypedDict):
+    alias: str
+    configured_role: Role
+    weight: float
+    host: str
+    port: int
+    #: Reads routed to the node in this process, in all and by reason.
+    reads_routed: int
+    reads_by_reason: dict[str, int]
+    state: State
+
+class NodeStatus(_NodeStatusBase, total=False):
+    """One node in ``status()``. The keys below are present once this process's
+    prober has started (``state`` is ``"unknown"`` without them)."""
+
+    #: A live state whose last good probe is older than the staleness window.
+    stale: bool
+    observed_role: Role | None
+    role_mismatch: bool
+    timeline: int | None
+    lag_bytes: int | None
+    lag_seconds: float | None
+    replay_paused: bool | None
+    wal_receiver_status: str | None
+    current_lsn: str | None
+    receive_lsn: str | None
+    replay_lsn: str | None
+    latency_ms: float | None
+    consecutive_failures: int
+    consecutive_successes: int
+    probes: int
+    failed_probes: int
+    #: Failures of real connections or queries reported by the database backend.
+    passive_faults: int
+    #: Password redacted.
+    last_error: str | None
+    error_class: str | None
+    last_state_change: float
+    last_probe: float | None
+    last_good_probe_age: float | None
+
+class Decisions(TypedDict):
+    """Reads routed in this process by reason, and writes."""
+
+    weighted: int
+    transaction: int
+    pinned: int
+    use_primary: int
+    read_your_writes: int
+    instance_hint: int
+    lag_fallback: int
+    down_fallback: int
+    retried: int
+    writes: int
 
 __version__: str
 #: Names of the read-decision reasons, by counter index.
@@ -12,8 +95,58 @@ def classify_failure(sqlstate: str | None, message: str) -> str | None:
     (the rules probes use); ``None`` for application and configuration errors."""
 
 class ConfigError(ValueError):
-    """A cluster setting that cannot work; the message names the key and the value."""
+    """A setting that cannot work; the message names the key and the value."""
 
+    check_id: str
+    hint: str
+
+@final
+class RouterSettings:
+    """The router's validated settings (frozen): every rule lives in the core."""
+
+    def __new__(
+        cls,
+        router: object,
+        databases: dict[str, Any],
+        probe_databases: dict[str, Any] | None = None,
+    ) -> Self: ...
+    @property
+    def primary(self) -> str: ...
+    @property
+    def replicas(self) -> dict[str, float]:
+        """Replica alias -> read weight (a new dict each time)."""
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """Every alias of the cluster, primary first."""
+    @property
+    def primary_read_weight(self) -> float: ...
+    @property
+    def probe_interval(self) -> float: ...
+    @property
+    def probe_timeout(self) -> float: ...
+    @property
+    def fall(self) -> int: ...
+    @property
+    def rise(self) -> int: ...
+    @property
+    def max_lag_seconds(self) -> float | None: ...
+    @property
+    def max_lag_bytes(self) -> int | None: ...
+    @property
+    def pin_seconds(self) -> float: ...
+    @property
+    def cookie_name(self) -> str: ...
+    @property
+    def cookie_max_age(self) -> int: ...
+    @property
+    def test_mirror(self) -> bool: ...
+    @property
+    def test_replica_reads(self) -> bool: ...
+    @property
+    def replicas_implicit(self) -> bool:
+        """``REPLICAS`` was not set: the replica was taken by the default rule."""
+
+@final
 class RouteState:
     """One context's routing state (frozen)."""
 
@@ -22,41 +155,35 @@ class RouteState:
     pinned: bool
     pin_until: float
     min_lsn: int | None
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         primary_depth: int = 0,
         unit: bool = False,
         pinned: bool = False,
         pin_until: float = 0.0,
         min_lsn: int | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     def replace(self, **changes: Any) -> RouteState:
         """A copy with the given fields changed."""
     def is_pinned(self) -> bool:
         """Whether a write pins reads to the primary now."""
 
+@final
 class Cluster:
     """A PostgreSQL cluster: node health probed in the background, and read routing.
 
-    ``nodes`` are dicts with keys alias, role ("primary" first, then "replica"),
-    host, port, name, user, password, sslmode, weight. Probing starts on first use
-    (or ``start()``) and again in a child process after ``fork()``.
+    Probing starts on first use (or ``start()``) and again in a child process after
+    ``fork()``.
     """
 
-    def __init__(
-        self,
-        nodes: list[dict[str, Any]],
+    def __new__(
+        cls,
+        settings: RouterSettings,
         *,
-        probe_interval: float,
-        probe_timeout: float,
-        fall: int,
-        rise: int,
-        max_lag_seconds: float | None = None,
-        max_lag_bytes: int | None = None,
         state_getter: Callable[[], RouteState | None] | None = None,
         thread_connections: Callable[[], Iterable[Any]] | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     def read(self) -> str:
         """The whole read decision: use_primary, pin, open transaction, read-your-writes
         token, else a weighted pick. No I/O, no lock."""
@@ -74,13 +201,11 @@ class Cluster:
     def running(self) -> bool: ...
     @property
     def closed(self) -> bool: ...
-    def decisions(self) -> dict[str, int]:
+    def decisions(self) -> Decisions:
         """Reads routed by reason, plus ``writes``."""
-    def status(self) -> list[dict[str, Any]]:
+    def status(self) -> list[NodeStatus]:
         """One dict per node, primary first."""
-    def wait_events(
-        self, timeout: float
-    ) -> list[tuple[int, str, str | None, str | None, bool]]:
+    def wait_events(self, timeout: float) -> list[tuple[int, str, str | None, State | None, bool]]:
         """Wait (GIL released) for state-change events: [(logging level, message,
         alias or None, new state or None, interrupt in-flight connections)]."""
     def report_fault(self, alias: str, kind: str, message: str) -> bool:

@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from replica_router import _core, conf, context, testing
+from replica_router import _core, conf, context, states, testing
 
 logger = logging.getLogger("replica_router")
 
@@ -89,22 +89,11 @@ def get_cluster() -> _core.Cluster:
         if cluster is not None:
             return cluster
         s = conf.load()
-        try:
-            c = _core.Cluster(
-                s.nodes,
-                probe_interval=s.probe_interval,
-                probe_timeout=s.probe_timeout,
-                fall=s.fall,
-                rise=s.rise,
-                max_lag_seconds=s.max_lag_seconds,
-                max_lag_bytes=s.max_lag_bytes,
-                state_getter=context.current,
-                thread_connections=_thread_connections_for(s.aliases),
-            )
-        except _core.ConfigError as exc:
-            from django.core.exceptions import ImproperlyConfigured
-
-            raise ImproperlyConfigured(str(exc)) from None
+        c = _core.Cluster(
+            s,
+            state_getter=context.current,
+            thread_connections=_thread_connections_for(s.aliases),
+        )
         context.pin_seconds = s.pin_seconds
         c.start()
         settings = s
@@ -144,7 +133,7 @@ def _log_events(c: _core.Cluster) -> None:
         try:
             for level, message, alias, state, interrupt in c.wait_events(1.0):
                 logger.log(level, "%s", message)
-                if alias is not None and state in ("down", "misconfigured"):
+                if alias is not None and state in (states.DOWN, states.MISCONFIGURED):
                     faults.note_down(alias)
                 if alias is not None and interrupt:
                     # Frozen or blackholed: queries waiting on it would wait for as

@@ -1,8 +1,19 @@
-"""System checks. Ids are stable:
+"""System checks. Ids are stable. Settings problems come from the core's one set of
+rules (``conf.load()``), each family with its own id:
 
-- E001: a setting cannot work (REPLICA_ROUTER or a node's DATABASES entry).
-- E002: a node is misconfigured (authentication, missing database); ``--database``.
+- E001: ``REPLICA_ROUTER`` is not a dict, or has an unknown key.
 - E003: ``REPLICAS`` is unset and more than one other PostgreSQL alias exists.
+- E005: an alias (``PRIMARY``, ``REPLICAS``) unknown, not PostgreSQL, or listed twice.
+- E006: a weight (negative, not a number, every weight 0).
+- E007: probing (``PROBE_INTERVAL``, ``PROBE_TIMEOUT``, ``FALL``, ``RISE``).
+- E008: a lag limit (``MAX_LAG_SECONDS``, ``MAX_LAG_BYTES``).
+- E009: a TLS option of a node (``OPTIONS["sslmode"]``).
+- E010: a node's address (``PORT``).
+- E011: another option (``PIN_SECONDS``, ``COOKIE_*``, ``TEST_*``).
+
+Found by talking to the nodes:
+
+- E002: a node is misconfigured (authentication, missing database); ``--database``.
 - E004: the replica taken by default (``REPLICAS`` unset) is not a standby.
 - W001: the router is not in ``DATABASE_ROUTERS``.
 - W002: a node is down or in the wrong role; ``--database``.
@@ -19,13 +30,15 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
+from replica_router.states import DOWN, MISCONFIGURED, PRIMARY, UNKNOWN
+
 ROUTER = "replica_router.ReadWriteRouter"
 BACKEND = "replica_router.backends.postgresql"
 
 
 @register()
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """E001: REPLICA_ROUTER / DATABASES cannot work. W001: the router is not installed."""
+    """E001, E003, E005-E011: the settings cannot work. W001: the router is not installed."""
     from replica_router import conf
 
     messages: list[CheckMessage] = []
@@ -39,8 +52,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id=exc.check_id,
             )
         )
-    except ImproperlyConfigured as exc:
-        messages.append(Error(str(exc), id=conf.E_SETTINGS))
+
     routers = [
         r if isinstance(r, str) else f"{type(r).__module__}.{type(r).__name__}"
         for r in getattr(settings, "DATABASE_ROUTERS", [])
@@ -104,17 +116,17 @@ def check_nodes(
     cluster = _runtime.get_cluster()
     deadline = time.monotonic() + s.probe_interval + 2 * s.probe_timeout
     nodes = cluster.status()
-    while time.monotonic() < deadline and any(n["state"] == "unknown" for n in nodes):
+    while time.monotonic() < deadline and any(n["state"] == UNKNOWN for n in nodes):
         time.sleep(0.05)
         nodes = cluster.status()
     messages: list[CheckMessage] = []
     for n in nodes:
         where = f"{n['configured_role']} {n['alias']!r} ({n['host']}:{n['port']})"
-        if n["state"] == "misconfigured":
+        if n["state"] == MISCONFIGURED:
             messages.append(
                 Error(f"{where} is misconfigured: {n['last_error']}", id="replica_router.E002")
             )
-        elif n["state"] in ("down", "unknown"):
+        elif n["state"] in (DOWN, UNKNOWN):
             messages.append(
                 Warning(
                     f"{where} is {n['state']}: {n.get('last_error') or 'no answer yet'}",
@@ -132,10 +144,12 @@ def check_nodes(
 
 
 @register()
-def check_roles(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[CheckMessage]:
+def check_roles(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
     """E004 / W003: a replica that answers as a primary.
 
-    Runs one bounded probe round (at most ``PROBE_TIMEOUT`` plus a little) with a
+    Runs one bounded probe round (at most ``PROBE_TIMEOUT`` plus 1 s) with a
     throwaway cluster object, so that a database taken for a standby by mistake is
     reported before it serves a read. Unreachable nodes are left to ``--database``.
     """
@@ -149,16 +163,11 @@ def check_roles(app_configs: Any = None, databases: Any = None, **kwargs: Any) -
         return []  # reported by check_settings
     if not s.replicas:
         return []
-    probe = _core.Cluster(
-        s.nodes,
-        probe_interval=s.probe_interval,
-        probe_timeout=s.probe_timeout,
-        fall=s.fall,
-        rise=s.rise,
-    )
+    probe = _core.Cluster(s)
     try:
         probe.start()
-        deadline = time.monotonic() + s.probe_timeout + 0.5
+        # A probe ends within PROBE_TIMEOUT; the margin is for a loaded machine.
+        deadline = time.monotonic() + s.probe_timeout + 1.0
         nodes = probe.status()
         while time.monotonic() < deadline and any(n.get("probes", 0) == 0 for n in nodes):
             time.sleep(0.01)
@@ -167,7 +176,7 @@ def check_roles(app_configs: Any = None, databases: Any = None, **kwargs: Any) -
         probe.close()
     messages: list[CheckMessage] = []
     for n in nodes[1:]:
-        if n.get("observed_role") != "primary":
+        if n.get("observed_role") != PRIMARY:
             continue
         where = f"DATABASES[{n['alias']!r}] ({n['host']}:{n['port']})"
         if s.replicas_implicit:
@@ -178,7 +187,7 @@ def check_roles(app_configs: Any = None, databases: Any = None, **kwargs: Any) -
                     "(pg_is_in_recovery() is false)",
                     hint=(
                         'Set REPLICA_ROUTER["REPLICAS"] to the standbys of '
-                        f'{s.primary!r}, or to [] if it has none.'
+                        f"{s.primary!r}, or to [] if it has none."
                     ),
                     id="replica_router.E004",
                 )

@@ -222,9 +222,7 @@ class FailedConnectCursor(RetryingCursorWrapper):
 
     def _rr_retry_after_connect(self, sql: str, params: Any) -> Any:
         # The failed connect was reported already (get_new_connection).
-        self.cursor, self.db, result = _run_elsewhere(
-            [self.db.alias], sql, params, self._rr_error
-        )
+        self.cursor, self.db, result = _run_elsewhere([self.db.alias], sql, params, self._rr_error)
         return result
 
     def _executemany(self, sql: str, param_list: Any, *ignored_wrapper_args: Any) -> Any:

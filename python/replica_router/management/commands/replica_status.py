@@ -11,11 +11,15 @@ import json
 import sys
 import time
 from argparse import ArgumentParser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import BaseCommand
 
 from replica_router import _runtime
+from replica_router.states import UNKNOWN, UP
+
+if TYPE_CHECKING:
+    from replica_router._core import NodeStatus
 
 COLUMNS = (
     ("alias", "alias"),
@@ -40,11 +44,11 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def exit_code(nodes: list[dict[str, Any]]) -> int:
+def exit_code(nodes: list[NodeStatus]) -> int:
     primary, replicas = nodes[0], nodes[1:]
-    if primary["state"] != "up" or primary.get("role_mismatch"):
+    if primary["state"] != UP or primary.get("role_mismatch"):
         return 2
-    if any(n["state"] != "up" or n.get("role_mismatch") for n in replicas):
+    if any(n["state"] != UP or n.get("role_mismatch") for n in replicas):
         return 1
     return 0
 
@@ -69,7 +73,7 @@ class Command(BaseCommand):
         window = wait if wait is not None else s.probe_interval + 2 * s.probe_timeout
         deadline = time.monotonic() + window
         nodes = cluster.status()
-        while time.monotonic() < deadline and any(n["state"] == "unknown" for n in nodes):
+        while time.monotonic() < deadline and any(n["state"] == UNKNOWN for n in nodes):
             time.sleep(0.05)
             nodes = cluster.status()
         code = exit_code(nodes)
@@ -89,7 +93,7 @@ class Command(BaseCommand):
         if code:
             sys.exit(code)
 
-    def _table(self, nodes: list[dict[str, Any]]) -> None:
+    def _table(self, nodes: list[NodeStatus]) -> None:
         rows = [[title for _, title in COLUMNS]]
         rows += [[_cell(n.get(key)) for key, _ in COLUMNS] for n in nodes]
         widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]

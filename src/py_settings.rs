@@ -1,0 +1,193 @@
+//! The Python face of the settings rules (`settings.rs`): Django's values in, one
+//! frozen, validated `RouterSettings` out, or a `ConfigError` that carries the system
+//! check id, the message (naming the key and the value) and a hint.
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+use crate::config::ClusterConfig;
+use crate::settings::{build, Settings, SettingsError, Value};
+
+create_exception!(
+    replica_router._core,
+    ConfigError,
+    PyValueError,
+    "A setting that cannot work. Attributes: check_id (the system check that reports \
+     it), hint; the message names the key and the value."
+);
+
+pub(crate) fn config_error(py: Python<'_>, e: SettingsError) -> PyErr {
+    let err = ConfigError::new_err(e.message);
+    let value = err.value(py);
+    let _ = value.setattr("check_id", e.family.check_id());
+    let _ = value.setattr("hint", e.hint);
+    err
+}
+
+/// A Python value as a `Value` tree (dicts by string key; anything else by repr).
+fn value(obj: &Bound<'_, PyAny>) -> Value {
+    if obj.is_none() {
+        Value::None
+    } else if let Ok(b) = obj.cast::<PyBool>() {
+        Value::Bool(b.is_true())
+    } else if obj.is_instance_of::<PyInt>() {
+        obj.extract::<i64>()
+            .map_or_else(|_| Value::Other(repr(obj)), Value::Int)
+    } else if let Ok(f) = obj.cast::<PyFloat>() {
+        Value::Float(f.value())
+    } else if let Ok(s) = obj.cast::<PyString>() {
+        Value::Str(s.to_string())
+    } else if let Ok(d) = obj.cast::<PyDict>() {
+        Value::Dict(
+            d.iter()
+                .map(|(k, v)| {
+                    let key = k
+                        .cast::<PyString>()
+                        .map_or_else(|_| repr(&k), |s| s.to_string());
+                    (key, value(&v))
+                })
+                .collect(),
+        )
+    } else if let Ok(l) = obj.cast::<PyList>() {
+        Value::List(l.iter().map(|v| value(&v)).collect())
+    } else if let Ok(t) = obj.cast::<PyTuple>() {
+        Value::List(t.iter().map(|v| value(&v)).collect())
+    } else {
+        Value::Other(repr(obj))
+    }
+}
+
+fn repr(obj: &Bound<'_, PyAny>) -> String {
+    obj.repr()
+        .map_or_else(|_| "<unprintable>".into(), |r| r.to_string())
+}
+
+/// The router's validated settings (frozen). Build it with
+/// `RouterSettings(REPLICA_ROUTER or None, DATABASES, probe_databases=None)`.
+#[pyclass(frozen, module = "replica_router._core")]
+pub struct RouterSettings {
+    pub(crate) inner: Settings,
+}
+
+impl RouterSettings {
+    pub(crate) fn cluster(&self) -> &ClusterConfig {
+        &self.inner.cluster
+    }
+}
+
+#[pymethods]
+impl RouterSettings {
+    #[new]
+    #[pyo3(signature = (router, databases, probe_databases=None))]
+    fn new(
+        py: Python<'_>,
+        router: &Bound<'_, PyAny>,
+        databases: &Bound<'_, PyAny>,
+        probe_databases: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<RouterSettings> {
+        let probe = probe_databases.map(value);
+        build(&value(router), &value(databases), probe.as_ref())
+            .map(|inner| RouterSettings { inner })
+            .map_err(|e| config_error(py, e))
+    }
+
+    /// The primary's alias.
+    #[getter]
+    fn primary(&self) -> &str {
+        &self.cluster().nodes[0].alias
+    }
+
+    /// Replica alias -> read weight, in configured order (a new dict each time).
+    #[getter]
+    fn replicas<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for n in &self.cluster().nodes[1..] {
+            d.set_item(&n.alias, n.weight)?;
+        }
+        Ok(d)
+    }
+
+    /// Every alias of the cluster, primary first.
+    #[getter]
+    fn aliases<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.cluster().nodes.iter().map(|n| n.alias.as_str()))
+    }
+
+    #[getter]
+    fn primary_read_weight(&self) -> f64 {
+        self.cluster().nodes[0].weight
+    }
+
+    #[getter]
+    fn probe_interval(&self) -> f64 {
+        self.cluster().probe_interval.as_secs_f64()
+    }
+
+    #[getter]
+    fn probe_timeout(&self) -> f64 {
+        self.cluster().probe_timeout.as_secs_f64()
+    }
+
+    #[getter]
+    fn fall(&self) -> u32 {
+        self.cluster().fall
+    }
+
+    #[getter]
+    fn rise(&self) -> u32 {
+        self.cluster().rise
+    }
+
+    #[getter]
+    fn max_lag_seconds(&self) -> Option<f64> {
+        self.cluster().max_lag_seconds
+    }
+
+    #[getter]
+    fn max_lag_bytes(&self) -> Option<u64> {
+        self.cluster().max_lag_bytes
+    }
+
+    #[getter]
+    fn pin_seconds(&self) -> f64 {
+        self.inner.pin_seconds
+    }
+
+    #[getter]
+    fn cookie_name(&self) -> &str {
+        &self.inner.cookie_name
+    }
+
+    #[getter]
+    fn cookie_max_age(&self) -> u64 {
+        self.inner.cookie_max_age
+    }
+
+    #[getter]
+    fn test_mirror(&self) -> bool {
+        self.inner.test_mirror
+    }
+
+    #[getter]
+    fn test_replica_reads(&self) -> bool {
+        self.inner.test_replica_reads
+    }
+
+    /// `REPLICAS` was not set: the replica was taken by the default rule.
+    #[getter]
+    fn replicas_implicit(&self) -> bool {
+        self.inner.replicas_implicit
+    }
+
+    fn __repr__(&self) -> String {
+        let nodes: Vec<String> = self
+            .cluster()
+            .nodes
+            .iter()
+            .map(|n| format!("{}={}:{} (weight {})", n.alias, n.host, n.port, n.weight))
+            .collect();
+        format!("<RouterSettings {}>", nodes.join(", "))
+    }
+}
