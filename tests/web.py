@@ -80,3 +80,24 @@ def user(username: str, *, staff: bool) -> Any:
             u.is_staff = staff
             u.save(using="default")
     return u
+
+
+@contextlib.contextmanager
+def live_server() -> Iterator[str]:
+    """Django's live server (a real threaded HTTP server, static files included) in
+    this process, so it routes with the cluster the test sees; yields its base URL.
+    Use inside :func:`web_settings`. Always stopped."""
+    from django.contrib.staticfiles.handlers import StaticFilesHandler
+    from django.test.testcases import LiveServerThread
+
+    thread = LiveServerThread("127.0.0.1", StaticFilesHandler, port=0)
+    thread.daemon = True
+    thread.start()
+    thread.is_ready.wait(timeout=10)
+    try:
+        if thread.error:
+            raise thread.error
+        yield f"http://127.0.0.1:{thread.port}"
+    finally:
+        thread.terminate()
+        thread.join(timeout=10)

@@ -60,7 +60,7 @@ class ReplicaRouterCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         """The families without samples, so that registering never builds the cluster."""
-        return list(self._families({}))
+        return list(self.build([], {}, describe=True))
 
     def collect(self) -> Iterable[Metric]:
         """One scrape: every family, with this process's current values."""
@@ -74,11 +74,20 @@ class ReplicaRouterCollector(Collector):
             # registry (django-prometheus exports its own metrics through it too).
             logger.exception("replica_router: metrics could not read the cluster status")
             return []
-        return list(self._families({"nodes": nodes, "decisions": decisions}))
+        return list(self.build(nodes, decisions))
 
-    def _families(self, data: dict[str, Any]) -> Iterator[Metric]:
-        nodes: list[dict[str, Any]] = data.get("nodes", [])
-        decisions: dict[str, int] = data.get("decisions", {})
+    def build(
+        self,
+        nodes: list[dict[str, Any]],
+        decisions: dict[str, int],
+        *,
+        describe: bool = False,
+    ) -> Iterator[Metric]:
+        """The metric families for one ``status()`` and ``decisions()`` result.
+
+        Families of optional keys (``passive_faults``) appear only when a node has the
+        key, or when ``describe`` asks for every family.
+        """
         extra = ["pid"] if self.pid_label else []
         extra_values = [str(os.getpid())] if self.pid_label else []
         node = ["alias", *extra]
@@ -185,7 +194,7 @@ class ReplicaRouterCollector(Collector):
 
         yield from (info, state, role, mismatch, weight, lag_bytes, lag_seconds, latency)
         yield from (failures, probes, failed, changed, age, reads)
-        if has_passive or not data:
+        if has_passive or describe:
             yield passive
         yield writes
 
