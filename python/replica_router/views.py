@@ -115,6 +115,9 @@ def _when(unix: float | None, now: float) -> str:
 
 def _row(n: dict[str, Any], now: float) -> dict[str, Any]:
     latency = n.get("latency_ms")
+    # A node that is not answering keeps its last lag in status(); showing it as the
+    # current lag would read as "caught up" for a dead standby.
+    live = n.get("state") in ("up", "lagging")
     reads = sorted(
         ((reason, count) for reason, count in (n.get("reads_by_reason") or {}).items() if count),
         key=lambda rc: -rc[1],
@@ -128,8 +131,8 @@ def _row(n: dict[str, Any], now: float) -> dict[str, Any]:
         "observed_role": n.get("observed_role") or "—",
         "role_mismatch": bool(n.get("role_mismatch")),
         "weight": n.get("weight"),
-        "lag_bytes": _bytes(n.get("lag_bytes")),
-        "lag_seconds": _seconds(n.get("lag_seconds")),
+        "lag_bytes": _bytes(n.get("lag_bytes") if live else None),
+        "lag_seconds": _seconds(n.get("lag_seconds") if live else None),
         "latency": "—" if latency is None else f"{latency:.1f} ms",
         "failures": n.get("consecutive_failures", 0) or 0,
         "reads_total": n.get("reads_routed", 0),
