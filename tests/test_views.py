@@ -13,6 +13,7 @@ from django.test import Client, override_settings
 from django.test.utils import setup_test_environment, teardown_test_environment
 from router.models import ReplicationModel
 
+import replica_router
 from tests.conftest import WINDOW, LocalCluster, states, wait_until
 from tests.test_health import databases
 from tests.web import METRICS_TOKEN, user, web_settings
@@ -121,6 +122,8 @@ def test_status_page_in_admin_look_with_live_values(staff_client: Client) -> Non
     every 5 s by default."""
     for _ in range(50):
         router.db_for_read(ReplicationModel)
+    # Lag is known once a probe round has seen both nodes.
+    wait_until(lambda: replica_router.status()[1]["lag_bytes"] is not None, 5)
     r = staff_client.get("/replicas/")
     assert r.status_code == 200
     used = [t.name for t in r.templates]
