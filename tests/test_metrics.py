@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
+from django.test import override_settings
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -108,6 +110,40 @@ def test_beside_default_collectors_in_the_global_registry(healthy: LocalCluster)
     finally:
         metrics.unregister()
     assert "replica_router_" not in generate_latest(REGISTRY).decode()
+
+
+def test_beside_django_prometheus(healthy: LocalCluster) -> None:
+    """django-prometheus installed, with its middleware and its ``/metrics``: after
+    ``metrics.register()``, that one endpoint serves its request metrics and ours, each
+    family once, with live values."""
+    with (
+        web_settings(),
+        override_settings(
+            INSTALLED_APPS=[*settings.INSTALLED_APPS, "django_prometheus"],
+            MIDDLEWARE=[
+                "django_prometheus.middleware.PrometheusBeforeMiddleware",
+                *settings.MIDDLEWARE,
+                "django_prometheus.middleware.PrometheusAfterMiddleware",
+            ],
+            ROOT_URLCONF="tests.prometheus_urls",
+        ),
+        live_server() as url,
+    ):
+        metrics.register()
+        try:
+            pk = get(f"{url}/write/")["pk"]
+            for _ in range(5):
+                get(f"{url}/read/{pk}/")
+            with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+                text = resp.read().decode()
+        finally:
+            metrics.unregister()
+    samples = parse(text)
+    assert total(samples, "django_http_requests_total_by_method_total", method="GET") >= 6
+    assert value(samples, "replica_router_node_state", alias="replica", state="up") == 1.0
+    assert total(samples, "replica_router_reads_total") >= 5
+    assert total(samples, "replica_router_writes_total") >= 1
+    assert text.count("# TYPE replica_router_reads_total counter") == 1
 
 
 def test_pid_label() -> None:
