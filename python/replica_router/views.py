@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
@@ -230,20 +231,22 @@ def _cluster_decisions() -> dict[str, int]:
 # ------------------------------------------------------------------ metrics
 
 _registry: Any = None
+_registry_lock = threading.Lock()
 
 
 def _metrics_registry() -> Any:
     """A registry of our own, holding only the collector (built on first use)."""
     global _registry
-    if _registry is None:
-        from prometheus_client import CollectorRegistry
+    with _registry_lock:
+        if _registry is None:
+            from prometheus_client import CollectorRegistry
 
-        from replica_router.metrics import register
+            from replica_router.metrics import register
 
-        r = CollectorRegistry()
-        register(r)
-        _registry = r
-    return _registry
+            r = CollectorRegistry()
+            register(r)
+            _registry = r
+        return _registry
 
 
 def _client_allowed(request: HttpRequest, allowed_ips: Iterable[str]) -> bool:
