@@ -9,7 +9,7 @@ PIP    := $(VENV)/bin/pip
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: all demo test test-rust test-python lint bench soak wheel venv postgres clean
+.PHONY: all demo test test-rust test-python test-browser lint bench soak wheel venv postgres clean
 
 all: test
 
@@ -24,7 +24,21 @@ test-rust:
 	cargo test --all-targets
 
 test-python: wheel postgres
-	$(PY) -m pytest -p no:django $(PYTEST_ARGS)
+	$(PY) -m pytest -p no:django --ignore=tests/test_status_page_browser.py $(PYTEST_ARGS)
+
+## test-browser: the staff status page in headless Chromium (Debian's chromium, installed
+## as root when absent); UPDATE_SCREENSHOT=1 rewrites example_project/screenshots/status_page.png
+UPDATE_SCREENSHOT ?=
+test-browser: wheel postgres
+	if [ -z "$${CHROMIUM:-}" ] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+	        apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+	    else
+	        echo "Chromium not found: install it (Debian/Ubuntu: sudo apt-get install chromium) or set CHROMIUM to its path." >&2
+	        exit 1
+	    fi
+	fi
+	RR_UPDATE_SCREENSHOT=$(UPDATE_SCREENSHOT) $(PY) -m pytest -p no:django tests/test_status_page_browser.py $(PYTEST_ARGS)
 
 ## lint: rustfmt, clippy, ruff, mypy --strict, stubtest (stubs against the built module)
 lint: venv
@@ -48,7 +62,8 @@ $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "maturin>=1.9.4,<2" "Django>=4.2" "psycopg[binary]>=3.1" "pytest>=8" \
-	    "pytest-django>=4.8" "gunicorn>=22" "ruff>=0.6" "mypy>=1.10" "django-multidb-router>=0.11"
+	    "pytest-django>=4.8" "gunicorn>=22" "ruff>=0.6" "mypy>=1.10" "django-multidb-router>=0.11" \
+	    "prometheus_client>=0.17" "django-prometheus>=2.3"
 	touch $@
 
 venv: $(VENV)/.deps

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import include, path
 
 from tests import views
 
@@ -14,4 +14,5 @@ urlpatterns = [
     path("status/", views.status),
     path("awrite/", views.awrite),
     path("aread/<int:pk>/", views.aread),
+    path("replicas/", include("replica_router.urls")),
 ]

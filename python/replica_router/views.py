@@ -1,0 +1,301 @@
+"""Views: readiness for load balancers, a staff status page, Prometheus metrics.
+
+Mount them with ``path("replicas/", include("replica_router.urls"))``; see
+:mod:`replica_router.urls` for who may see what. Every view reads this process's
+``status()``: no view queries a database.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import NoReverseMatch, reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+
+__all__ = ["Overall", "metrics", "overall", "readiness", "status_page"]
+
+logger = logging.getLogger("replica_router")
+
+#: The one word anonymous callers of the readiness view get.
+Overall = Literal["ok", "degraded", "unavailable"]
+
+#: Longest wait for first probe answers in a process that has not probed yet.
+COLD_START_WAIT = 2.0
+
+
+def overall(nodes: Sequence[dict[str, Any]]) -> Overall:
+    """``unavailable`` when the primary is not up in its role (writes fail, and reads
+    have no sure fallback); ``degraded`` when the primary is up but a replica is not
+    (reads fall back to the primary); ``ok`` when every node is up in its role."""
+    if not nodes:
+        return "unavailable"
+    primary, replicas = nodes[0], nodes[1:]
+    if primary.get("state") != "up" or primary.get("role_mismatch"):
+        return "unavailable"
+    if any(n.get("state") != "up" or n.get("role_mismatch") for n in replicas):
+        return "degraded"
+    return "ok"
+
+
+def _nodes() -> list[dict[str, Any]]:
+    """This process's status; right after a cold start, wait (bounded) for first answers
+    so that a new worker does not report ``unavailable`` only because it never probed."""
+    from replica_router import _runtime
+
+    cluster = _runtime.get_cluster()
+    nodes = cluster.status()
+    if any(n["state"] == "unknown" for n in nodes):
+        s = _runtime.get_settings()
+        deadline = time.monotonic() + min(COLD_START_WAIT, s.probe_interval + s.probe_timeout)
+        while time.monotonic() < deadline and any(n["state"] == "unknown" for n in nodes):
+            time.sleep(0.02)
+            nodes = cluster.status()
+    return nodes
+
+
+def _is_staff(request: HttpRequest) -> bool:
+    user = getattr(request, "user", None)
+    return bool(user is not None and user.is_active and user.is_staff)
+
+
+@require_safe
+@never_cache
+def readiness(request: HttpRequest) -> JsonResponse:
+    """``200 {"status": "ok"|"degraded"}`` while the primary is up, else
+    ``503 {"status": "unavailable"}``. Anonymous callers get that word only; staff also
+    get each node's alias, state, roles and lag (never a host or an error text)."""
+    try:
+        nodes = _nodes()
+    except ImproperlyConfigured:
+        logger.exception("replica_router: readiness cannot build the cluster")
+        nodes = []
+    word = overall(nodes)
+    body: dict[str, Any] = {"status": word}
+    if _is_staff(request):
+        keys = ("alias", "state", "configured_role", "observed_role", "lag_bytes", "lag_seconds")
+        body["nodes"] = [{k: n.get(k) for k in keys} for n in nodes]
+    return JsonResponse(body, status=503 if word == "unavailable" else 200)
+
+
+# ------------------------------------------------------------------ status page
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "—"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{value} B"  # pragma: no cover - the loop always returns
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f} s"
+
+
+def _when(unix: float | None, now: float) -> str:
+    if unix is None:
+        return "—"
+    at = datetime.fromtimestamp(unix, tz=timezone.utc).strftime("%H:%M:%S UTC")
+    return f"{at} ({max(0.0, now - unix):.0f} s ago)"
+
+
+def _row(n: dict[str, Any], now: float) -> dict[str, Any]:
+    latency = n.get("latency_ms")
+    # A node that is not answering keeps its last lag in status(); showing it as the
+    # current lag would read as "caught up" for a dead standby.
+    live = n.get("state") in ("up", "lagging")
+    reads = sorted(
+        ((reason, count) for reason, count in (n.get("reads_by_reason") or {}).items() if count),
+        key=lambda rc: -rc[1],
+    )
+    return {
+        "alias": n["alias"],
+        "address": f"{n.get('host') or 'local socket'}:{n.get('port')}",
+        "state": n.get("state"),
+        "stale": bool(n.get("stale")),
+        "configured_role": n.get("configured_role"),
+        "observed_role": n.get("observed_role") or "—",
+        "role_mismatch": bool(n.get("role_mismatch")),
+        "weight": n.get("weight"),
+        "lag_bytes": _bytes(n.get("lag_bytes") if live else None),
+        "lag_seconds": _seconds(n.get("lag_seconds") if live else None),
+        "latency": "—" if latency is None else f"{latency:.1f} ms",
+        "failures": n.get("consecutive_failures", 0) or 0,
+        "reads_total": n.get("reads_routed", 0),
+        "reads": reads,
+        "passive_faults": n.get("passive_faults"),
+        "last_error": n.get("last_error"),
+        "error_class": n.get("error_class"),
+        "last_change": _when(n.get("last_state_change"), now),
+    }
+
+
+def _admin_context(request: HttpRequest) -> dict[str, Any] | None:
+    """The admin's own page context when the admin is installed and its URLs are
+    mounted (its base template links to them), else ``None``."""
+    if not apps.is_installed("django.contrib.admin"):
+        return None
+    from django.contrib import admin
+
+    try:
+        index = reverse("admin:index")
+    except NoReverseMatch:
+        return None
+    context: dict[str, Any] = admin.site.each_context(request)
+    context["admin_index_url"] = index
+    return context
+
+
+def _login_url() -> str | None:
+    try:
+        url: str = reverse("admin:login")
+        return url
+    except NoReverseMatch:
+        return None
+
+
+@require_safe
+@never_cache
+def status_page(
+    request: HttpRequest,
+    refresh_seconds: float = 5,
+    template_name: str | None = None,
+) -> HttpResponse:
+    """Staff only: one row per node (state, roles, lag, latency, reads by reason, last
+    error), refreshing itself every ``refresh_seconds`` (``0``: never).
+
+    In the admin's look (``admin/base_site.html``) when ``django.contrib.admin`` is
+    installed and mounted, else a standalone page. Anonymous callers are sent to the
+    admin's login when there is one; everyone else who is not staff gets 403.
+    """
+    if not _is_staff(request):
+        user = getattr(request, "user", None)
+        login = _login_url()
+        if login is not None and (user is None or not user.is_authenticated):
+            from django.contrib.auth.views import redirect_to_login
+
+            return redirect_to_login(request.get_full_path(), login)
+        raise PermissionDenied("staff only")
+    now = time.time()
+    try:
+        nodes = _nodes()
+        decisions: dict[str, int] = _cluster_decisions()
+        error = None
+    except ImproperlyConfigured as exc:
+        nodes, decisions, error = [], {}, str(exc)
+    word = overall(nodes)
+    admin_context = _admin_context(request)
+    context: dict[str, Any] = {
+        **(admin_context or {}),
+        "title": "Database replicas",
+        "overall": word,
+        "rows": [_row(n, now) for n in nodes],
+        "writes": decisions.get("writes", 0),
+        "reads_total": sum(v for k, v in decisions.items() if k != "writes"),
+        "config_error": error,
+        "refresh_seconds": refresh_seconds if refresh_seconds and refresh_seconds > 0 else None,
+        "generated_at": datetime.fromtimestamp(now, tz=timezone.utc).strftime(
+            "%Y-%m-%d %H:%M:%S UTC"
+        ),
+    }
+    if template_name is None:
+        template_name = (
+            "replica_router/status_admin.html"
+            if admin_context is not None
+            else "replica_router/status_standalone.html"
+        )
+    return render(request, template_name, context)
+
+
+def _cluster_decisions() -> dict[str, int]:
+    import replica_router
+
+    return replica_router.decisions()
+
+
+# ------------------------------------------------------------------ metrics
+
+_registry: Any = None
+_registry_lock = threading.Lock()
+
+
+def _metrics_registry() -> Any:
+    """A registry of our own, holding only the collector (built on first use)."""
+    global _registry
+    with _registry_lock:
+        if _registry is None:
+            from prometheus_client import CollectorRegistry
+
+            from replica_router.metrics import register
+
+            r = CollectorRegistry()
+            register(r)
+            _registry = r
+        return _registry
+
+
+def _client_allowed(request: HttpRequest, allowed_ips: Iterable[str]) -> bool:
+    remote = request.META.get("REMOTE_ADDR") or ""
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net, strict=False) for net in allowed_ips)
+
+
+def _token_ok(request: HttpRequest, bearer_token: str | None) -> bool:
+    if not bearer_token:
+        return False
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), bearer_token.encode()
+    )
+
+
+@require_safe
+@never_cache
+def metrics(
+    request: HttpRequest,
+    allowed_ips: Sequence[str] = (),
+    bearer_token: str | None = None,
+    registry: Any = None,
+) -> HttpResponse:
+    """This process's metrics in Prometheus' text format.
+
+    Open to staff, to clients whose ``REMOTE_ADDR`` is in ``allowed_ips`` (addresses or
+    networks), and to requests with ``Authorization: Bearer <bearer_token>``; 403 for
+    everyone else. Pass these as view kwargs in your URLconf. ``registry`` defaults to
+    a private one with only this package's collector. 501 without ``prometheus_client``.
+    """
+    if not (
+        _is_staff(request)
+        or _client_allowed(request, allowed_ips)
+        or _token_ok(request, bearer_token)
+    ):
+        raise PermissionDenied("metrics: staff, allowed addresses or bearer token only")
+    try:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    except ImportError:
+        return HttpResponse(
+            "prometheus_client is not installed: pip install 'django-replica-router[prometheus]'\n",
+            status=501,
+            content_type="text/plain; charset=utf-8",
+        )
+    body = generate_latest(registry if registry is not None else _metrics_registry())
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
