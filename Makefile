@@ -61,7 +61,7 @@ soak: wheel postgres
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "maturin>=1.9.4,<2" "Django>=4.2" "psycopg[binary]>=3.1" "pytest>=8" \
+	$(PIP) install -q "maturin>=1.9.4,<2" "Django>=4.2" "psycopg[binary,pool]>=3.1" "pytest>=8" \
 	    "pytest-django>=4.8" "gunicorn>=22" "ruff>=0.6" "mypy>=1.10" "django-multidb-router>=0.11" \
 	    "prometheus_client>=0.17" "django-prometheus>=2.3"
 	touch $@

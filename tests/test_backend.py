@@ -21,7 +21,7 @@ from django.test import override_settings
 from router.models import ReplicationModel
 
 import replica_router
-from replica_router import _runtime, faults
+from replica_router import _runtime, context, faults
 from tests.conftest import (
     INTERVAL,
     RISE,
@@ -315,3 +315,68 @@ def test_interrupt_touches_only_live_connections_of_that_alias(
         backend_pid("default")
         assert faults.interrupt("default", primary=True) == 0
         assert backend_pid("default") > 0
+
+
+def test_pooled_connection_with_health_checks_reports_and_retries(
+    replica_only: LocalCluster,
+) -> None:
+    """Django's connection pool (``OPTIONS["pool"]``) with ``CONN_HEALTH_CHECKS``: a
+    pooled replica connection terminated under a read is reported and the read is
+    retried; the connect bound and keepalives reach the pool's connections."""
+    from replica_router.backends.postgresql.base import DatabaseWrapper
+
+    settings_dict = {
+        **connections["replica"].settings_dict,
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": {"pool": {"min_size": 1, "max_size": 2, "timeout": 5}},
+    }
+    pooled = DatabaseWrapper(settings_dict, alias="replica")
+    try:
+        params = pooled.get_connection_params()
+        assert params["connect_timeout"] == 2 and params["keepalives"] == 1
+        with replica_router.unit_of_work():
+            with pooled.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pid = cursor.fetchone()[0]
+                replica_only.sql("standby", f"SELECT pg_terminate_backend({pid})")
+                cursor.execute("SELECT count(*), inet_server_port() FROM router_replicationmodel")
+                count, port = cursor.fetchone()
+        assert count == 10 and port == replica_only.primary_port
+        assert node("replica")["passive_faults"] >= 1
+    finally:
+        pooled.close()
+        pooled.close_pool()
+
+
+def test_async_view_read_retried_after_the_replica_dies(replica_only: LocalCluster) -> None:
+    """An async view (ASGI, ``AsyncClient``) whose read meets a freshly stopped
+    replica answers from the primary: the connect failure is reported and the read
+    runs again elsewhere."""
+    import asyncio
+
+    from django.test import AsyncClient
+
+    pk = ReplicationModel.objects.using("default").get(name="r1").pk
+    # Probes alone would take 1000 failures to notice: only the request path can. A
+    # generous probe timeout keeps a loaded machine from flapping the nodes meanwhile.
+    slow = {**REPLICA_ONLY, "FALL": 1000, "PROBE_INTERVAL": 0.5, "PROBE_TIMEOUT": 2.0}
+    with override_settings(REPLICA_ROUTER=slow):
+        _runtime.reset()
+        wait_all_up()
+        connections.close_all()
+        context.end_request()  # the fixture's writes pinned this context to the primary
+        replica_only.stop("standby", mode="immediate")
+        try:
+            response = asyncio.run(AsyncClient().get(f"/aread-any/{pk}/"))
+            retried = replica_router.decisions()["retried"]
+            # The report is folded in at once, or by the prober's next step if it
+            # held its lock at that moment (the report never waits for it).
+            wait_until(lambda: node("replica")["passive_faults"] >= 1, 5)
+            n = node("replica")
+        finally:
+            replica_only.start("standby")
+            _runtime.reset()
+    assert response.status_code == 200, response.content
+    assert response.json()["found"] is True
+    assert n["passive_faults"] >= 1 and n["state"] == "down", n
+    assert retried >= 1

@@ -158,12 +158,16 @@ def test_pid_label() -> None:
 
 def test_keys_added_later_are_exported(healthy: LocalCluster) -> None:
     """Reasons are read from ``reads_by_reason`` and ``passive_faults`` from the node's
-    dict: the real status, with a new reason ``retried`` and the key ``passive_faults``
-    added as the core will add them, is exported without a change to the collector."""
+    dict: the core's ``retried`` reason and ``passive_faults`` key are exported, and
+    a node dict without the key (an older core) exports no such series."""
     nodes = replica_router.status()
     decisions = replica_router.decisions()
     plain = parse(_exposition(metrics.ReplicaRouterCollector().build(nodes, decisions)))
-    assert not any(n.startswith("replica_router_passive_faults") for n, _ in plain)
+    assert value(plain, "replica_router_passive_faults_total", alias="replica") == 0
+    assert value(plain, "replica_router_reads_total", alias="replica", reason="retried") == 0
+    older = [{k: v for k, v in n.items() if k != "passive_faults"} for n in nodes]
+    old = parse(_exposition(metrics.ReplicaRouterCollector().build(older, decisions)))
+    assert not any(n.startswith("replica_router_passive_faults") for n, _ in old)
     for i, n in enumerate(nodes):
         n["reads_by_reason"]["retried"] = 7 + i
         n["passive_faults"] = 3 * i

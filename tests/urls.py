@@ -14,5 +14,6 @@ urlpatterns = [
     path("status/", views.status),
     path("awrite/", views.awrite),
     path("aread/<int:pk>/", views.aread),
+    path("aread-any/<int:pk>/", views.aread_any),
     path("replicas/", include("replica_router.urls")),
 ]

@@ -46,6 +46,12 @@ async def aread(request: HttpRequest, pk: int) -> JsonResponse:
     return JsonResponse({"alias": alias, "found": found})
 
 
+async def aread_any(request: HttpRequest, pk: int) -> JsonResponse:
+    """A routed read (the router picks the node per query, the backend may retry)."""
+    found = await ReplicationModel.objects.filter(pk=pk).aexists()
+    return JsonResponse({"found": found})
+
+
 def raw_write_then_read(request: HttpRequest) -> JsonResponse:
     """Writes with an explicit alias (no ``db_for_write``, so no pin), then reads."""
     obj = ReplicationModel.objects.using("default").create(name="raw", count=1, average=1.0)
