@@ -24,8 +24,7 @@ from router.models import ReplicationModel
 
 import replica_router
 from replica_router import context
-from tests.conftest import LocalCluster
-from tests.test_consistency import (
+from tests.server.test_consistency import (
     COOKIE,
     N,
     Record,
@@ -36,6 +35,7 @@ from tests.test_consistency import (
     share,
     spread,
 )
+from tests.support import LocalCluster
 
 logger = logging.getLogger("tests.async")
 

@@ -22,7 +22,7 @@ from router.models import ReplicationModel
 import replica_router
 from replica_router import _core
 from replica_router.router import ReadWriteRouter
-from tests.conftest import (
+from tests.support import (
     FALL,
     INTERVAL,
     ROUTER_SETTINGS,
