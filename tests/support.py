@@ -12,7 +12,9 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +31,14 @@ __all__ = [
     "UNRELATED_DB",
     "WINDOW",
     "LocalCluster",
+    "databases_override",
     "dead_port",
     "drop_test_databases",
     "existing_test_databases",
     "offline_databases",
     "open_fds",
     "restore",
+    "router_settings",
     "session_cluster",
     "set_cluster",
     "states",
@@ -133,6 +137,29 @@ def offline_databases() -> dict[str, dict[str, Any]]:
             "OPTIONS": {"connect_timeout": 2},
         },
     }
+
+
+@contextmanager
+def databases_override(databases: dict[str, dict[str, Any]], **extra: Any) -> Iterator[None]:
+    """``override_settings(DATABASES=...)`` without Django's warning that overriding
+    DATABASES is unusual (the router re-reads it on ``setting_changed``)."""
+    from django.test import override_settings
+
+    override = override_settings(DATABASES=databases, **extra)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Overriding setting DATABASES", UserWarning)
+        override.enable()
+    try:
+        yield
+    finally:
+        override.disable()
+
+
+def router_settings(**changes: Any) -> Any:
+    """``override_settings`` of the session's ``REPLICA_ROUTER`` with ``changes``."""
+    from django.test import override_settings
+
+    return override_settings(REPLICA_ROUTER={**ROUTER_SETTINGS, **changes})
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.01) -> float:
