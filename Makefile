@@ -8,8 +8,12 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 PYTHON ?= python3
 PYTEST_ARGS ?=
+# The installed wheel is up to date with these (rebuilt by the tests when one changes).
+WHEEL_STAMP   := $(VENV)/.wheel-installed
+WHEEL_SOURCES := Cargo.toml Cargo.lock pyproject.toml $(wildcard src/*.rs) \
+    $(shell find python -type f -not -path '*/__pycache__/*' -not -name '*.so')
 
-.PHONY: all demo test test-rust test-python lint bench soak wheel venv postgres clean
+.PHONY: all demo test test-rust test-python test-fast test-server lint bench soak wheel venv postgres clean
 
 all: test
 
@@ -17,14 +21,21 @@ all: test
 demo: wheel postgres
 	$(PY) example_project/demo.py
 
-## test: Rust unit tests, then the Python suite against real PostgreSQL servers
+## test: Rust unit tests, then the fast tests, then the tests against real PostgreSQL servers
 test: test-rust test-python
 
 test-rust:
 	cargo test --all-targets
 
-test-python: wheel postgres
-	$(PY) -m pytest -p no:django $(PYTEST_ARGS)
+test-python: test-fast test-server
+
+## test-fast: the tests that need no PostgreSQL server (seconds once the wheel is built)
+test-fast: $(WHEEL_STAMP)
+	$(PY) -m pytest -p no:django tests/fast $(PYTEST_ARGS)
+
+## test-server: the tests against a real primary + hot standby that they start themselves
+test-server: $(WHEEL_STAMP) postgres
+	$(PY) -m pytest -p no:django tests/server $(PYTEST_ARGS)
 
 ## lint: rustfmt, clippy, ruff, mypy
 lint: venv
@@ -56,6 +67,10 @@ wheel: venv
 	rm -rf dist
 	$(VENV)/bin/maturin build --release --out dist --interpreter $(PY)
 	$(PIP) install -q --force-reinstall --no-deps dist/*.whl
+	touch $(WHEEL_STAMP)
+
+$(WHEEL_STAMP): $(VENV)/.deps $(WHEEL_SOURCES)
+	$(MAKE) --no-print-directory wheel
 
 ## postgres: PostgreSQL's server binaries (Debian package `postgresql`), installed if absent
 postgres:
