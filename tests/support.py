@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.pgcluster import LocalCluster
+from tests.pgcluster import NODES, LocalCluster, Node
 
 __all__ = [
     "BACKEND",
@@ -188,10 +188,10 @@ def wait_all_up(timeout: float = 10) -> None:
 
 def restore(cluster: LocalCluster) -> None:
     """Put the session cluster back to primary + streaming standby."""
-    for node in ("primary", "standby"):
+    for node in NODES:
         if cluster.is_frozen(node):
             cluster.sigcont(node)
-    for node in ("primary", "standby"):
+    for node in NODES:
         if not cluster.is_running(node):
             cluster.start(node, wait_streaming=False)
     try:
@@ -211,7 +211,7 @@ def thread_count() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def existing_test_databases(cluster: LocalCluster, node: str = "primary") -> list[str]:
+def existing_test_databases(cluster: LocalCluster, node: Node = "primary") -> list[str]:
     """Names of test databases (``test_*``) that exist on ``node``."""
     out = cluster.sql(
         node, r"SELECT datname FROM pg_database WHERE datname LIKE 'test\_%' ORDER BY 1"

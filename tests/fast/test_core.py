@@ -120,7 +120,7 @@ def test_route_state_is_frozen_and_replace_copies() -> None:
     leaves the original alone; an unknown field is a TypeError naming it."""
     st = _core.RouteState(unit=True)
     with pytest.raises(AttributeError):
-        st.pinned = True  # type: ignore[misc]
+        st.pinned = True
     changed = st.replace(pinned=True, min_lsn=42)
     assert changed is not st
     assert (changed.unit, changed.pinned, changed.min_lsn) == (True, True, 42)
