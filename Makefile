@@ -8,8 +8,12 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 PYTHON ?= python3
 PYTEST_ARGS ?=
+# The installed wheel is up to date with these (rebuilt by the tests when one changes).
+WHEEL_STAMP   := $(VENV)/.wheel-installed
+WHEEL_SOURCES := Cargo.toml Cargo.lock pyproject.toml $(shell find src -name '*.rs') \
+    $(shell find python -type f -not -path '*/__pycache__/*' -not -name '*.so')
 
-.PHONY: all demo test test-rust test-python test-browser lint bench soak wheel venv postgres clean
+.PHONY: all demo test test-rust test-python test-fast test-server test-browser lint bench soak wheel venv postgres clean
 
 all: test
 
@@ -17,19 +21,26 @@ all: test
 demo: wheel postgres
 	$(PY) example_project/demo.py
 
-## test: Rust unit tests, then the Python suite against real PostgreSQL servers
+## test: Rust unit tests, then the fast tests, then the tests against real PostgreSQL servers
 test: test-rust test-python
 
 test-rust:
 	cargo test --all-targets
 
-test-python: wheel postgres
-	$(PY) -m pytest -p no:django --ignore=tests/test_status_page_browser.py $(PYTEST_ARGS)
+test-python: test-fast test-server
+
+## test-fast: the tests that need no PostgreSQL server (seconds once the wheel is built)
+test-fast: $(WHEEL_STAMP)
+	$(PY) -m pytest -p no:django tests/fast $(PYTEST_ARGS)
+
+## test-server: the tests against a real primary + hot standby that they start themselves
+test-server: $(WHEEL_STAMP) postgres
+	$(PY) -m pytest -p no:django tests/server --ignore=tests/server/test_status_page_browser.py $(PYTEST_ARGS)
 
 ## test-browser: the staff status page in headless Chromium (Debian's chromium, installed
 ## as root when absent); UPDATE_SCREENSHOT=1 rewrites example_project/screenshots/status_page.png
 UPDATE_SCREENSHOT ?=
-test-browser: wheel postgres
+test-browser: $(WHEEL_STAMP) postgres
 	if [ -z "$${CHROMIUM:-}" ] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 	        apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
@@ -38,7 +49,7 @@ test-browser: wheel postgres
 	        exit 1
 	    fi
 	fi
-	RR_UPDATE_SCREENSHOT=$(UPDATE_SCREENSHOT) $(PY) -m pytest -p no:django tests/test_status_page_browser.py $(PYTEST_ARGS)
+	RR_UPDATE_SCREENSHOT=$(UPDATE_SCREENSHOT) $(PY) -m pytest -p no:django tests/server/test_status_page_browser.py $(PYTEST_ARGS)
 
 ## lint: rustfmt, clippy, ruff, mypy --strict, stubtest (stubs against the built module)
 lint: venv
@@ -73,6 +84,10 @@ wheel: venv
 	rm -rf dist
 	$(VENV)/bin/maturin build --release --out dist --interpreter $(PY)
 	$(PIP) install -q --force-reinstall --no-deps dist/*.whl
+	touch $(WHEEL_STAMP)
+
+$(WHEEL_STAMP): $(VENV)/.deps $(WHEEL_SOURCES)
+	$(MAKE) --no-print-directory wheel
 
 ## postgres: PostgreSQL's server binaries (Debian package `postgresql`), installed if absent
 postgres:

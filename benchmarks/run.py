@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "example_project"))
+# The cluster tool (tests/pgcluster.py) and the example's `router` app.
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "example_project")]
 
 from pgcluster import LocalCluster  # noqa: E402
 

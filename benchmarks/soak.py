@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Soak test: memory, threads and file descriptors stay flat while the standby flaps.
 
-Brings up its own primary + hot standby (``example_project/pgcluster.py``), configures
+Brings up its own primary + hot standby (``tests/pgcluster.py``), configures
 Django with ``replica_router`` probing every 0.2 s (timeout 0.5 s), keeps 8 threads
 routing reads, and flaps the standby in a cycle for the whole run:
 
@@ -37,7 +37,8 @@ from types import FrameType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "example_project"))
+# The cluster tool (tests/pgcluster.py).
+sys.path.insert(0, str(ROOT / "tests"))
 
 from pgcluster import LocalCluster  # noqa: E402
 

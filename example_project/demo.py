@@ -6,7 +6,7 @@ Run it from the repository root (``make demo`` does the same)::
     python example_project/demo.py
 
 It starts a PostgreSQL primary and a streaming hot standby on free loopback
-ports (see ``pgcluster.py``), points the DJReplica settings at them, and walks
+ports (see ``tests/pgcluster.py``), points the DJReplica settings at them, and walks
 through the tutorial's steps with ``replica_router.ReadWriteRouter`` in place
 of the tutorial's router: migrate, write, balanced reads, a refused write on
 the standby, the primary going down, the standby going down. Every claim is
@@ -498,8 +498,10 @@ def main() -> int:
         sys.stdout.reconfigure(
             line_buffering=True
         )  # interleave sanely with log lines on stderr
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))
+    # DJReplica's settings, and the cluster tool (tests/pgcluster.py).
+    for path in (str(HERE), str(HERE.parent / "tests")):
+        if path not in sys.path:
+            sys.path.insert(0, path)
     from pgcluster import ClusterError, LocalCluster
 
     story = Story()

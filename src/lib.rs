@@ -50,6 +50,11 @@ mod _core {
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         m.add("REASONS", crate::select::REASON_NAMES.to_vec())?;
+        m.add("SETTINGS_KEYS", crate::settings::KEYS.to_vec())?;
+        // Class-level defaults; each raised error sets its own.
+        let config_error = m.getattr("ConfigError")?;
+        config_error.setattr("check_id", "replica_router.E001")?;
+        config_error.setattr("hint", "")?;
         Ok(())
     }
 }

@@ -115,6 +115,31 @@ impl RouterSettings {
         PyTuple::new(py, self.cluster().nodes.iter().map(|n| n.alias.as_str()))
     }
 
+    /// Each node's connection settings as the prober uses them (primary first): alias,
+    /// role, host, port, name, user, sslmode, sslrootcert, weight, and whether a
+    /// password is set (never the password).
+    #[getter]
+    fn nodes<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.cluster()
+            .nodes
+            .iter()
+            .map(|n| {
+                let d = PyDict::new(py);
+                d.set_item("alias", &n.alias)?;
+                d.set_item("role", n.role.as_str())?;
+                d.set_item("host", &n.host)?;
+                d.set_item("port", n.port)?;
+                d.set_item("name", &n.dbname)?;
+                d.set_item("user", &n.user)?;
+                d.set_item("sslmode", n.sslmode.as_deref())?;
+                d.set_item("sslrootcert", n.sslrootcert.as_deref())?;
+                d.set_item("weight", n.weight)?;
+                d.set_item("password_set", n.password.is_some())?;
+                Ok(d)
+            })
+            .collect()
+    }
+
     #[getter]
     fn primary_read_weight(&self) -> f64 {
         self.cluster().nodes[0].weight

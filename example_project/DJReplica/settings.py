@@ -4,7 +4,7 @@ Without any environment variable this is the tutorial's layout: ``default`` is
 the primary on 127.0.0.1:5432 and ``replica`` the hot standby on 127.0.0.1:5433,
 both database ``postgres`` with user and password ``postgres``. The ``DJREPLICA_*``
 variables below point it elsewhere, e.g. at a cluster started with
-``python example_project/pgcluster.py up``.
+``python tests/pgcluster.py up``.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from typing_extensions import Self
 
 __all__ = [
     "REASONS",
+    "SETTINGS_KEYS",
     "Cluster",
     "ConfigError",
     "RouteState",
@@ -89,6 +90,22 @@ class Decisions(TypedDict):
 __version__: str
 #: Names of the read-decision reasons, by counter index.
 REASONS: list[str]
+#: The keys of ``REPLICA_ROUTER``.
+SETTINGS_KEYS: list[str]
+
+class NodeSettings(TypedDict):
+    """One node's connection settings, as the prober uses them (no password)."""
+
+    alias: str
+    role: Role
+    host: str
+    port: int
+    name: str
+    user: str
+    sslmode: str | None
+    sslrootcert: str | None
+    weight: float
+    password_set: bool
 
 def classify_failure(sqlstate: str | None, message: str) -> str | None:
     """The fault kind when a real connection or query failed because the node failed
@@ -118,6 +135,9 @@ class RouterSettings:
     @property
     def aliases(self) -> tuple[str, ...]:
         """Every alias of the cluster, primary first."""
+    @property
+    def nodes(self) -> list[NodeSettings]:
+        """Each node's connection settings, primary first (never the password)."""
     @property
     def primary_read_weight(self) -> float: ...
     @property

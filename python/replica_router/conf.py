@@ -21,10 +21,12 @@ from django.core.exceptions import ImproperlyConfigured
 
 from replica_router import _core
 
-__all__ = ["RouterSettings", "SettingsError", "load"]
+__all__ = ["KEYS", "RouterSettings", "SettingsError", "load"]
 
 #: The validated settings (a frozen class of the core).
 RouterSettings = _core.RouterSettings
+#: The keys of ``REPLICA_ROUTER`` (the core's list).
+KEYS: tuple[str, ...] = tuple(_core.SETTINGS_KEYS)
 
 #: The check id of a settings problem the core did not name (should not happen).
 E_SETTINGS = "replica_router.E001"

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
@@ -55,13 +55,14 @@ def _nodes() -> list[dict[str, Any]]:
     from replica_router import _runtime
 
     cluster = _runtime.get_cluster()
-    nodes = cluster.status()
+    # Plain dicts from here on: the views read optional keys with .get().
+    nodes: list[dict[str, Any]] = [dict(n) for n in cluster.status()]
     if any(n["state"] == "unknown" for n in nodes):
         s = _runtime.get_settings()
         deadline = time.monotonic() + min(COLD_START_WAIT, s.probe_interval + s.probe_timeout)
         while time.monotonic() < deadline and any(n["state"] == "unknown" for n in nodes):
             time.sleep(0.02)
-            nodes = cluster.status()
+            nodes = [dict(n) for n in cluster.status()]
     return nodes
 
 
@@ -225,7 +226,7 @@ def status_page(
 def _cluster_decisions() -> dict[str, int]:
     import replica_router
 
-    return replica_router.decisions()
+    return cast("dict[str, int]", replica_router.decisions())
 
 
 # ------------------------------------------------------------------ metrics

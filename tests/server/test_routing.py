@@ -21,8 +21,7 @@ from router.models import ReplicationModel
 
 import replica_router
 from replica_router import _core
-from replica_router.router import ReadWriteRouter
-from tests.conftest import (
+from tests.support import (
     FALL,
     INTERVAL,
     ROUTER_SETTINGS,
@@ -173,35 +172,6 @@ def test_reads_inside_atomic_without_writes_stay_on_the_primary(healthy: LocalCl
         outside = Counter(router.db_for_read(ReplicationModel) for _ in range(1000))
     assert inside == Counter({"default": 1000})
     assert set(outside) == {"default", "replica"}, outside
-
-
-def test_allow_migrate(healthy: LocalCluster) -> None:
-    """Migrations run on the primary, never on a replica; other aliases get no opinion."""
-    r = ReadWriteRouter()
-    assert r.allow_migrate("default", "router") is True
-    assert r.allow_migrate("default", "router", model_name="replicationmodel") is True
-    assert r.allow_migrate("replica", "router") is False
-    assert r.allow_migrate("replica", "router", model_name="replicationmodel") is False
-    assert r.allow_migrate("elsewhere", "router") is None
-
-
-def test_allow_relation(healthy: LocalCluster) -> None:
-    """Objects of any two cluster nodes may relate; objects from elsewhere get no opinion."""
-
-    def obj(db: str | None) -> ReplicationModel:
-        o = ReplicationModel(name="rel", count=1, average=1.0)
-        o._state.db = db
-        return o
-
-    r = ReadWriteRouter()
-    for a in ("default", "replica"):
-        for b in ("default", "replica"):
-            assert r.allow_relation(obj(a), obj(b)) is True
-            assert router.allow_relation(obj(a), obj(b)) is True
-    assert r.allow_relation(obj("default"), obj("elsewhere")) is None
-    assert r.allow_relation(obj("elsewhere"), obj("replica")) is None
-    assert r.allow_relation(obj("elsewhere"), obj("other")) is None
-    assert r.allow_relation(obj(None), obj("default")) is None
 
 
 def test_status_when_healthy(healthy: LocalCluster) -> None:

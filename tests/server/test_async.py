@@ -1,6 +1,6 @@
 """Read-your-writes under concurrency: asyncio tasks, threads and async views.
 
-Replay on the standby is paused (see ``tests/test_consistency.py``), so a read
+Replay on the standby is paused (see ``tests/server/test_consistency.py``), so a read
 routed to ``replica`` right after a write misses the row. Concurrent writers must
 read their own writes every time, while concurrent readers that never wrote keep
 getting the replica for their weighted share: one context's pin never leaks into
@@ -24,8 +24,7 @@ from router.models import ReplicationModel
 
 import replica_router
 from replica_router import context
-from tests.conftest import LocalCluster
-from tests.test_consistency import (
+from tests.server.test_consistency import (
     COOKIE,
     N,
     Record,
@@ -36,6 +35,7 @@ from tests.test_consistency import (
     share,
     spread,
 )
+from tests.support import LocalCluster
 
 logger = logging.getLogger("tests.async")
 

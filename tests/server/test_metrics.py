@@ -27,8 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import replica_router
 from replica_router import metrics
-from tests.conftest import FALL, ROUTER_SETTINGS, TIMEOUT, WINDOW, LocalCluster, states, wait_until
-from tests.web import live_server, web_settings
+from tests.server.web import live_server, web_settings
+from tests.support import FALL, ROUTER_SETTINGS, TIMEOUT, WINDOW, LocalCluster, states, wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -125,7 +125,7 @@ def test_beside_django_prometheus(healthy: LocalCluster) -> None:
                 *settings.MIDDLEWARE,
                 "django_prometheus.middleware.PrometheusAfterMiddleware",
             ],
-            ROOT_URLCONF="tests.prometheus_urls",
+            ROOT_URLCONF="tests.server.prometheus_urls",
         ),
         live_server() as url,
     ):

@@ -31,7 +31,7 @@ from django.db import router
 from router.models import ReplicationModel
 
 import replica_router
-from tests.conftest import INTERVAL, ROUTER_SETTINGS, LocalCluster, states, wait_all_up
+from tests.support import INTERVAL, ROUTER_SETTINGS, LocalCluster, states, wait_all_up
 
 #: Extra time allowed on top of the protocol bound: the machine is shared and slow.
 SLACK = 1.0

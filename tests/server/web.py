@@ -57,7 +57,7 @@ def web_settings(*, admin: bool = True, **extra: Any) -> Iterator[None]:
         SESSION_ENGINE="django.contrib.sessions.backends.signed_cookies",
         MESSAGE_STORAGE="django.contrib.messages.storage.cookie.CookieStorage",
         STATIC_URL="/static/",
-        ROOT_URLCONF="tests.web_urls" if admin else "tests.urls",
+        ROOT_URLCONF="tests.server.web_urls" if admin else "tests.server.urls",
         **extra,
     ):
         yield

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import include, path
 
-from tests import views
+from tests.server import views
 
 urlpatterns = [
     path("write/", views.write),

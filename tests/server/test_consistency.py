@@ -29,7 +29,7 @@ from router.models import ReplicationModel
 
 import replica_router
 from replica_router import context, middleware
-from tests.conftest import ROUTER_SETTINGS, LocalCluster, wait_all_up, wait_until
+from tests.support import ROUTER_SETTINGS, LocalCluster, wait_all_up, wait_until
 
 #: Write-then-read sequences per mode.
 N = int(os.environ.get("RR_CONSISTENCY_N", "2000"))

@@ -25,7 +25,7 @@ from router.models import ReplicationModel
 
 import replica_router
 from replica_router import _runtime, conf
-from tests.conftest import ROUTER_SETTINGS, WINDOW, LocalCluster, wait_until
+from tests.support import ROUTER_SETTINGS, WINDOW, LocalCluster, wait_until
 
 IGNORE_DATABASES_WARNING = pytest.mark.filterwarnings(
     "ignore:Overriding setting DATABASES can lead to unexpected behavior"

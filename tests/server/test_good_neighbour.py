@@ -31,8 +31,7 @@ from django.test import override_settings
 from router.models import ReplicationModel
 
 from replica_router import _runtime, conf
-from tests.conftest import ROUTER_SETTINGS, LocalCluster
-from tests.test_example_project import (
+from tests.server.test_example_project import (
     EXAMPLE,
     PYTHON,
     ROOT,
@@ -41,6 +40,7 @@ from tests.test_example_project import (
     run,
     subprocess_env,
 )
+from tests.support import ROUTER_SETTINGS, LocalCluster
 
 IGNORE_DATABASES_WARNING = pytest.mark.filterwarnings(
     "ignore:Overriding setting DATABASES can lead to unexpected behavior"

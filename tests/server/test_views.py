@@ -13,9 +13,9 @@ from django.test.utils import setup_test_environment, teardown_test_environment
 
 import replica_router
 from replica_router import _runtime, context
-from tests.conftest import WINDOW, LocalCluster, states, wait_until
-from tests.test_health import databases
-from tests.web import METRICS_TOKEN, user, web_settings
+from tests.server.test_health import databases
+from tests.server.web import METRICS_TOKEN, user, web_settings
+from tests.support import WINDOW, LocalCluster, states, wait_until
 
 SECRET = "pw-Never-Shown-7731"
 

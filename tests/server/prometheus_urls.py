@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from django.urls import include, path
 
-from tests.web_urls import urlpatterns as web_urlpatterns
+from tests.server.web_urls import urlpatterns as web_urlpatterns
 
 urlpatterns = [*web_urlpatterns, path("", include("django_prometheus.urls"))]

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, WINDOW, LocalCluster, states, wait_until
-from tests.web import live_server, user, web_settings
+from tests.server.web import live_server, user, web_settings
+from tests.support import ROOT, WINDOW, LocalCluster, states, wait_until
 
 SCREENSHOT = ROOT / "example_project" / "screenshots" / "status_page.png"
 

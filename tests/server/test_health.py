@@ -27,7 +27,7 @@ from django.test import override_settings
 from router.models import ReplicationModel
 
 import replica_router
-from tests.conftest import (
+from tests.support import (
     INTERVAL,
     RISE,
     ROOT,

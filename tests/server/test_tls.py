@@ -18,7 +18,7 @@ import pytest
 from django.test import override_settings
 
 import replica_router
-from tests.conftest import LocalCluster, wait_until
+from tests.support import LocalCluster, wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore:Overriding setting DATABASES:UserWarning")
 

@@ -1,5 +1,10 @@
 #!/usr/bin/env python
-"""A throwaway PostgreSQL primary + hot standby on loopback, for tests and demos.
+"""pgcluster: a throwaway PostgreSQL primary + hot standby on loopback.
+
+The test suite's real servers (``tests/conftest.py`` starts one such cluster per
+run, and tests that promote a standby make their own), and the ones behind
+``make demo`` (``example_project/demo.py``), ``make bench`` and ``make soak``
+(``benchmarks/``). It is also a command-line tool for trying the router by hand.
 
 This reproduces the replication setup of the DJReplica tutorial with PostgreSQL's
 own binaries instead of Docker containers:
@@ -20,7 +25,18 @@ Use it from Python::
         cluster.wait_replayed()
         cluster.sql("standby", "SELECT count(*) FROM t")
 
-or from a shell (``python example_project/pgcluster.py --help``).
+or from a shell, from the repository root (``python tests/pgcluster.py --help``
+explains each subcommand)::
+
+    python tests/pgcluster.py up --base-dir /tmp/rr > /tmp/rr.env   # prints exports
+    python tests/pgcluster.py stop standby --base-dir /tmp/rr
+    python tests/pgcluster.py down --base-dir /tmp/rr
+
+It needs PostgreSQL's server binaries (``initdb``, ``pg_ctl``, ``postgres``,
+``pg_basebackup``, ``psql``): ``$PG_BIN``, else the newest
+``/usr/lib/postgresql/*/bin``, else ``PATH``. Run as root, the servers run as an
+unprivileged user (``postgres``, else ``nobody``). The clusters are for tests and
+demos only: ``fsync = off``, well-known passwords, 127.0.0.1 only.
 
 Only the standard library is used, so the tool runs before anything is built.
 """
@@ -1008,17 +1024,73 @@ def _down_leftovers() -> None:
 # -------------------------------------------------------------------- CLI
 
 
+_DESCRIPTION = """\
+Run a local PostgreSQL primary + streaming hot standby (the DJReplica tutorial's
+setup) on 127.0.0.1, with PostgreSQL's own binaries (no Docker). Throwaway
+clusters for tests and demos: fsync is off and the passwords are well known.
+
+`up` creates a cluster and leaves it running; every other subcommand acts on the
+cluster in --base-dir (its ports are kept in <base-dir>/cluster.json)."""
+
+_EPILOG = """\
+subcommands in detail:
+  up             initdb a primary (superuser postgres/postgres, wal_level replica,
+                 a `replica` replication role and slot), pg_basebackup it into a
+                 hot standby, start both and wait until the standby streams.
+                 Prints the ports and log files as comments, then `export` lines
+                 (DJREPLICA_DB_HOST, DJREPLICA_PRIMARY_PORT, DJREPLICA_REPLICA_PORT)
+                 that point the example project (example_project/) at it.
+  down           stop both nodes (immediate shutdown) and delete --base-dir;
+                 --keep leaves the data directories and logs in place.
+  stop NODE      pg_ctl stop a node (--mode smart|fast|immediate, default fast):
+                 new connections to it are refused.
+  start NODE     start a stopped node and wait until it accepts connections (the
+                 standby reconnects to the primary and streams again).
+  sigstop NODE   freeze a node's processes with SIGSTOP: the kernel still accepts
+                 TCP connections, nothing answers (a hung server).
+  sigcont NODE   unfreeze a node frozen by sigstop.
+  pause-replay   pg_wal_replay_pause() on the standby: it keeps receiving WAL but
+                 stops applying it, so it lags behind the primary's writes.
+  resume-replay  pg_wal_replay_resume() on the standby.
+  promote        pg_promote() the standby: it leaves recovery and becomes a second
+                 primary (the cluster is then no longer a primary + standby).
+  status         both nodes: process (running/frozen/stopped), pid, role, LSNs,
+                 WAL receiver and replication state. Exit 1 unless both run and
+                 the standby streams.
+
+NODE is `primary` or `standby`. A subcommand that fails exits 1 with an error
+message (passwords redacted).
+
+examples, from the repository root:
+  python tests/pgcluster.py up --base-dir /tmp/rr > /tmp/rr.env && . /tmp/rr.env
+  python tests/pgcluster.py sigstop standby --base-dir /tmp/rr
+  python tests/pgcluster.py status --base-dir /tmp/rr
+  python tests/pgcluster.py down --base-dir /tmp/rr
+"""
+
+
+def _sentence(text: str) -> str:
+    return text[0].upper() + text[1:] + "."
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pgcluster.py",
-        description="Run a local PostgreSQL primary + hot standby (the DJReplica tutorial's setup) on 127.0.0.1.",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log every command run"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
 
-    up = sub.add_parser("up", help="create and start a cluster, leave it running")
+    up = sub.add_parser(
+        "up",
+        help="create and start a cluster, leave it running; print its settings",
+        description="Create a primary + hot standby, start both, wait until the "
+        "standby streams, and print `export` lines for the DJReplica example.",
+    )
     up.add_argument(
         "--base-dir",
         help="empty or new directory (short path); default: a fresh /tmp/rr-* dir",
@@ -1029,19 +1101,24 @@ def _parser() -> argparse.ArgumentParser:
         "--pg-bin", help="PostgreSQL bin dir (default: $PG_BIN or the newest installed)"
     )
 
-    down = sub.add_parser("down", help="stop both nodes and delete the base dir")
+    down = sub.add_parser(
+        "down",
+        help="stop both nodes and delete the base dir",
+        description="Stop both nodes and delete --base-dir (nothing to do if it "
+        "does not exist).",
+    )
     down.add_argument("--base-dir", required=True)
     down.add_argument(
         "--keep", action="store_true", help="keep the data directories and logs"
     )
 
     for name, help_text in (
-        ("stop", "stop a node (pg_ctl stop -m fast)"),
-        ("start", "start a node and wait until it is ready"),
-        ("sigstop", "freeze a node with SIGSTOP (new and open connections hang)"),
+        ("stop", "stop a node (pg_ctl stop, -m fast by default): connections refused"),
+        ("start", "start a stopped node and wait until it is ready"),
+        ("sigstop", "freeze a node with SIGSTOP (TCP accepted, nothing answers)"),
         ("sigcont", "unfreeze a node frozen by sigstop"),
     ):
-        cmd = sub.add_parser(name, help=help_text)
+        cmd = sub.add_parser(name, help=help_text, description=_sentence(help_text))
         cmd.add_argument("node", choices=NODES)
         cmd.add_argument("--base-dir", required=True)
         if name == "stop":
@@ -1050,12 +1127,12 @@ def _parser() -> argparse.ArgumentParser:
             )
 
     for name, help_text in (
-        ("pause-replay", "pause WAL replay on the standby"),
+        ("pause-replay", "pause WAL replay on the standby (it lags behind writes)"),
         ("resume-replay", "resume WAL replay on the standby"),
-        ("promote", "promote the standby to primary"),
+        ("promote", "promote the standby to a second primary (pg_promote)"),
         ("status", "show both nodes; exit 1 unless both run and the standby streams"),
     ):
-        cmd = sub.add_parser(name, help=help_text)
+        cmd = sub.add_parser(name, help=help_text, description=_sentence(help_text))
         cmd.add_argument("--base-dir", required=True)
     return parser
 

@@ -10,8 +10,8 @@ from django.shortcuts import redirect
 from django.urls import path
 
 from replica_router import views as rr_views
-from tests.urls import urlpatterns as suite_urlpatterns
-from tests.web import METRICS_TOKEN
+from tests.server.urls import urlpatterns as suite_urlpatterns
+from tests.server.web import METRICS_TOKEN
 
 
 def login_as(request: HttpRequest) -> HttpResponse:

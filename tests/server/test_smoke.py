@@ -6,7 +6,7 @@ from django.db import router
 from router.models import ReplicationModel
 
 import replica_router
-from tests.conftest import LocalCluster, wait_all_up
+from tests.support import LocalCluster, wait_all_up
 
 
 def test_writes_go_to_primary_and_reads_reach_both(healthy: LocalCluster) -> None:

@@ -22,7 +22,7 @@ from router.models import ReplicationModel
 
 import replica_router
 from replica_router import _runtime, context, faults
-from tests.conftest import (
+from tests.support import (
     INTERVAL,
     RISE,
     ROUTER_SETTINGS,

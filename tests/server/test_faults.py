@@ -26,7 +26,7 @@ from router.models import ReplicationModel
 
 import replica_router
 from replica_router import _runtime
-from tests.conftest import (
+from tests.support import (
     INTERVAL,
     RISE,
     TIMEOUT,

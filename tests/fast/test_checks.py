@@ -1,0 +1,140 @@
+"""System checks (``replica_router.checks``) with no server: stable ids, messages that
+name the key and the value, and ``manage.py check`` failing under a bad setting.
+
+The cluster's nodes are on ports where nothing listens (``offline``): the check
+that probes replicas for their role (E004/W003) gets refused at once and reports
+nothing, as documented for unreachable nodes; ``check --database`` reports them
+down (W002).
+"""
+
+from __future__ import annotations
+
+import time
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core import checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from replica_router.router import ReadWriteRouter
+from tests.support import TIMEOUT, databases_override, router_settings
+
+pytestmark = pytest.mark.usefixtures("offline")
+
+
+class OtherRouter:
+    """A project's own router, with no opinion about anything."""
+
+
+OTHER_ROUTER = f"{__name__}.OtherRouter"
+
+
+def ours(databases: list[str] | None = None) -> list[checks.CheckMessage]:
+    """The messages of our checks (ids ``replica_router.*``), as ``check`` runs them."""
+    return [
+        m
+        for m in checks.run_checks(databases=databases)
+        if m.id and m.id.startswith("replica_router.")
+    ]
+
+
+def ids(messages: list[checks.CheckMessage]) -> list[str]:
+    return [m.id or "" for m in messages]
+
+
+def test_good_settings_report_nothing_and_check_passes() -> None:
+    """Proves: the session's settings give no message of ours, within one bounded
+    probe round of unreachable replicas, and ``manage.py check`` succeeds."""
+    start = time.monotonic()
+    assert ours() == []
+    assert time.monotonic() - start < TIMEOUT + 1.0
+    call_command("check", stdout=StringIO(), stderr=StringIO())
+
+
+def test_bad_setting_is_its_familys_error_and_manage_py_check_fails() -> None:
+    """Proves: a bad interval is error E007 alone (the checks that need valid
+    settings stay quiet), naming the key and the value, with a hint; ``manage.py
+    check`` raises ``SystemCheckError`` naming E007; good settings report nothing
+    again."""
+    with router_settings(PROBE_INTERVAL="fast"):
+        errors = ours()
+        assert ids(errors) == ["replica_router.E007"]
+        assert isinstance(errors[0], checks.Error)
+        assert "PROBE_INTERVAL" in errors[0].msg and "'fast'" in errors[0].msg
+        assert errors[0].hint
+        with pytest.raises(SystemCheckError, match=r"replica_router\.E007"):
+            call_command("check", stdout=StringIO(), stderr=StringIO())
+    assert ours() == []
+
+
+def test_unset_replicas_with_two_candidates_is_e003() -> None:
+    """Proves: ``REPLICAS`` unset with two other PostgreSQL aliases is error E003
+    (its own id), naming both aliases, with a hint to list the standbys."""
+    with override_settings(REPLICA_ROUTER={}):
+        errors = ours()
+    assert ids(errors) == ["replica_router.E003"]
+    assert isinstance(errors[0], checks.Error)
+    assert "'replica'" in errors[0].msg and "'other'" in errors[0].msg
+    assert errors[0].hint and "REPLICAS" in errors[0].hint
+
+
+@pytest.mark.parametrize("routers", [[], [OTHER_ROUTER]], ids=["none", "another"])
+def test_router_not_installed_is_w001(routers: list[Any]) -> None:
+    """Proves: without our router in ``DATABASE_ROUTERS`` the warning W001 says so
+    and how to add it."""
+    with override_settings(DATABASE_ROUTERS=routers):
+        warnings = ours()
+    assert ids(warnings) == ["replica_router.W001"]
+    assert isinstance(warnings[0], checks.Warning)
+    assert "replica_router.ReadWriteRouter" in (warnings[0].hint or "")
+
+
+@pytest.mark.parametrize(
+    "routers",
+    [
+        ["replica_router.ReadWriteRouter"],
+        ["replica_router.router.ReadWriteRouter"],
+        [OTHER_ROUTER, ReadWriteRouter()],
+    ],
+    ids=["short-path", "module-path", "instance"],
+)
+def test_router_installed_is_no_w001(routers: list[Any]) -> None:
+    """Proves: the router is recognised by either dotted path and as an instance."""
+    with override_settings(DATABASE_ROUTERS=routers):
+        assert "replica_router.W001" not in ids(ours())
+
+
+def test_cluster_alias_without_the_backend_is_w004() -> None:
+    """Proves: a cluster alias on Django's own PostgreSQL engine is warning W004,
+    naming that alias only; an alias outside the cluster (``other``) on Django's
+    engine is not the router's business."""
+    dbs = {alias: dict(db) for alias, db in settings.DATABASES.items()}
+    dbs["replica"]["ENGINE"] = "django.db.backends.postgresql"
+    assert dbs["other"]["ENGINE"] == "django.db.backends.postgresql"
+    with databases_override(dbs):
+        warnings = ours()
+    assert ids(warnings) == ["replica_router.W004"]
+    assert "['replica']" in warnings[0].msg
+    assert "replica_router.backends.postgresql" in (warnings[0].hint or "")
+
+
+def test_check_database_reports_unreachable_nodes_w002() -> None:
+    """Proves: ``check --database`` probes the cluster once and reports each node
+    that nothing answers for as warning W002 (down), naming role, alias and port;
+    the plain checks stay quiet about it."""
+    warnings = ours(databases=["default", "replica"])
+    assert ids(warnings) == ["replica_router.W002", "replica_router.W002"]
+    primary, replica = (m.msg for m in warnings)
+    assert primary.startswith("primary 'default' (127.0.0.1:")
+    assert replica.startswith("replica 'replica' (127.0.0.1:")
+    assert all(" is down" in m or " is unknown" in m for m in (primary, replica))
+    assert str(settings.DATABASES["replica"]["PORT"]) in replica
+
+
+def test_check_database_of_another_alias_probes_nothing() -> None:
+    """Proves: ``check --database other`` (outside the cluster) reports nothing."""
+    assert ours(databases=["other"]) == []

@@ -1,0 +1,76 @@
+"""Users' test suites (``replica_router.testing`` and the app's test mirrors), with no
+server: which reader functions a test run gets, and how replicas are mirrored.
+
+The runs of real users' suites (Django's runner, pytest-django) against real
+servers are in ``tests/server/test_good_neighbour.py`` and
+``tests/server/test_example_project.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from replica_router import _runtime, conf, testing
+from replica_router.apps import set_test_mirrors
+from tests.support import router_settings
+
+pytestmark = pytest.mark.usefixtures("offline")
+
+
+def test_this_run_is_no_django_test_run() -> None:
+    """Proves: without ``setup_test_environment()`` (pytest without pytest-django)
+    the router routes as in production."""
+    assert testing.active() is False
+
+
+def never(*args: Any) -> str:
+    raise AssertionError("the normal reader must not be called")
+
+
+def test_reads_go_to_the_primary_under_a_test_runner() -> None:
+    """Proves: by default, under a test runner every read goes to the primary and an
+    object of the cluster is read there too; an object of another database gets no
+    opinion. The production readers are not even asked."""
+    s = _runtime.get_settings()
+    read, read_hinted = testing.readers(_runtime.get_cluster(), s, (never, never))
+    assert [read() for _ in range(10)] == ["default"] * 10
+    assert read_hinted("replica") == "default"
+    assert read_hinted("default") == "default"
+    assert read_hinted("other") is None
+
+
+def test_test_replica_reads_keeps_production_routing_within_allowed_aliases() -> None:
+    """Proves: with ``TEST_REPLICA_READS`` the production readers decide, and their
+    answer stands for an alias the running test may query."""
+    with router_settings(TEST_REPLICA_READS=True):
+        s = _runtime.get_settings()
+        normal = (lambda: "replica", lambda db: None if db == "other" else "replica")
+        read, read_hinted = testing.readers(_runtime.get_cluster(), s, normal)
+        assert testing.allowed("replica")
+        assert read() == "replica"
+        assert read_hinted("default") == "replica"
+        assert read_hinted("other") is None
+
+
+def test_replicas_mirror_the_primary() -> None:
+    """Proves: the app makes each replica a test mirror of the primary (so no test
+    database is created on a read-only standby), keeps a mirror the user set, and
+    leaves aliases outside the cluster alone."""
+    dbs = settings.DATABASES
+    saved = {alias: dict(db.get("TEST", {})) for alias, db in dbs.items()}
+    try:
+        for db in dbs.values():
+            db["TEST"] = {"MIRROR": None}
+        set_test_mirrors(conf.load())
+        assert dbs["replica"]["TEST"]["MIRROR"] == "default"
+        assert dbs["other"]["TEST"]["MIRROR"] is None
+        assert dbs["default"]["TEST"]["MIRROR"] is None
+        dbs["replica"]["TEST"] = {"MIRROR": "elsewhere"}
+        set_test_mirrors(conf.load())
+        assert dbs["replica"]["TEST"]["MIRROR"] == "elsewhere"
+    finally:
+        for alias, test in saved.items():
+            dbs[alias]["TEST"] = test
