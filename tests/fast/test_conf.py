@@ -7,11 +7,15 @@ from building the cluster (``_runtime.get_cluster()``) and from routing itself.
 
 from __future__ import annotations
 
+from io import StringIO
 from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from django.db import router
 from django.test import override_settings
 from router.models import ReplicationModel
@@ -78,6 +82,25 @@ BAD: list[tuple[str, dict[str, Any], dict[str, dict[str, Any]], str, str, str]] 
     ("cookie-name-empty", {"COOKIE_NAME": ""}, {}, "COOKIE_NAME", "''", "E011"),
     ("cookie-max-age-zero", {"COOKIE_MAX_AGE": 0}, {}, "COOKIE_MAX_AGE", "0", "E011"),
     ("unknown-key", {"PROBE_INTERVALL": 0.1}, {}, "PROBE_INTERVALL", "'PROBE_INTERVALL'", "E001"),
+    (
+        "unknown-sslmode",
+        {},
+        {"replica": {"ENGINE": "replica_router.backends.postgresql", "OPTIONS": {"sslmode": "maybe"}}},
+        "sslmode",
+        "maybe",
+        "E009",
+    ),
+    (
+        "port-not-a-number",
+        {},
+        {"replica": {"ENGINE": "replica_router.backends.postgresql", "PORT": "fivefour"}},
+        "PORT",
+        "'fivefour'",
+        "E010",
+    ),
+    ("fall-5000", {"FALL": 5000}, {}, "FALL", "5000", "E007"),
+    ("interval-a-million", {"PROBE_INTERVAL": 1e6}, {}, "PROBE_INTERVAL", "1000000.0", "E007"),
+    ("test-mirror-string", {"TEST_MIRROR": "yes"}, {}, "TEST_MIRROR", "'yes'", "E011"),
 ]
 
 
@@ -110,6 +133,13 @@ def test_bad_setting_is_improperly_configured(
             conf.load()
         assert error.value.check_id == f"replica_router.{check_id}"
         assert error.value.hint
+        # The check builds the very same object: it rejects what a read rejects,
+        # with the family's id, the same message and the hint; so does manage.py.
+        errors = [m for m in checks.run_checks() if m.id and m.id.startswith("replica_router.E")]
+        assert [m.id for m in errors] == [f"replica_router.{check_id}"], errors
+        assert errors[0].msg == str(error.value) and errors[0].hint == error.value.hint
+        with pytest.raises(SystemCheckError, match=rf"replica_router\.{check_id}"):
+            call_command("check", stdout=StringIO(), stderr=StringIO())
 
 
 def test_replica_router_must_be_a_dict() -> None:

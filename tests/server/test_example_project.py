@@ -65,6 +65,29 @@ def run(
     return proc, time.monotonic() - started
 
 
+def run_pytest_django(
+    project: Path, files: dict[str, str], env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Write ``files`` and a pytest.ini for the DJReplica settings into ``project``,
+    and run pytest-django there (to completion, killed after ``RUN_TIMEOUT``)."""
+    (project / "pytest.ini").write_text(
+        textwrap.dedent(
+            f"""\
+            [pytest]
+            DJANGO_SETTINGS_MODULE = DJReplica.settings
+            django_find_project = false
+            pythonpath = {EXAMPLE}
+            filterwarnings = error
+            """
+        )
+    )
+    for name, text in files.items():
+        (project / name).write_text(text)
+    args = ["-p", "pytest_django", "-p", "no:cacheprovider", "-c", str(project / "pytest.ini")]
+    args += ["--rootdir", str(project), "-v", str(project)]
+    return run([PYTHON, "-m", "pytest", *args], cwd=project, env=env)
+
+
 def assert_no_test_databases_left(cluster: LocalCluster) -> None:
     """Neither node keeps a test database once the run is over."""
     assert existing_test_databases(cluster, "primary") == []
@@ -179,38 +202,11 @@ def test_pytest_django_mirrors_replica(
     immediate misses are only recorded. ``.using("replica")`` never sees the
     uncommitted rows of a TestCase-style test (Django ticket #23718)."""
     cluster = clean_test_databases
-    (tmp_path / "pytest.ini").write_text(
-        textwrap.dedent(
-            f"""\
-            [pytest]
-            DJANGO_SETTINGS_MODULE = DJReplica.settings
-            django_find_project = false
-            pythonpath = {EXAMPLE}
-            filterwarnings = error
-            """
-        )
-    )
-    (tmp_path / "conftest.py").write_text(CONFTEST)
-    (tmp_path / "test_mirror.py").write_text(TEST_MODULE)
     report = tmp_path / "mirror_report.json"
-    proc, seconds = run(
-        [
-            PYTHON,
-            "-m",
-            "pytest",
-            "-p",
-            "pytest_django",
-            "-p",
-            "no:cacheprovider",
-            "-c",
-            str(tmp_path / "pytest.ini"),
-            "--rootdir",
-            str(tmp_path),
-            "-v",
-            str(tmp_path),
-        ],
-        cwd=tmp_path,
-        env={**subprocess_env(cluster), "RR_MIRROR_REPORT": str(report)},
+    proc, seconds = run_pytest_django(
+        tmp_path,
+        {"conftest.py": CONFTEST, "test_mirror.py": TEST_MODULE},
+        {**subprocess_env(cluster), "RR_MIRROR_REPORT": str(report)},
     )
     output = proc.stdout + proc.stderr
     record("pytest_django.seconds", round(seconds, 2))

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
@@ -38,6 +37,7 @@ from tests.server.test_example_project import (
     Record,
     assert_no_test_databases_left,
     run,
+    run_pytest_django,
     subprocess_env,
 )
 from tests.support import ROUTER_SETTINGS, LocalCluster
@@ -361,36 +361,8 @@ def test_users_test_suite_is_deterministic_under_pytest_django(
     """The same under pytest-django: ``django_db(transaction=True)`` with the default
     databases, the primary at weight 0, pins not leaking into the next test."""
     cluster = clean_test_databases
-    (tmp_path / "pytest.ini").write_text(
-        textwrap.dedent(
-            f"""\
-            [pytest]
-            DJANGO_SETTINGS_MODULE = DJReplica.settings
-            django_find_project = false
-            pythonpath = {EXAMPLE}
-            filterwarnings = error
-            """
-        )
-    )
-    (tmp_path / "test_user.py").write_text(PYTEST_USER_TESTS)
-    proc, seconds = run(
-        [
-            PYTHON,
-            "-m",
-            "pytest",
-            "-p",
-            "pytest_django",
-            "-p",
-            "no:cacheprovider",
-            "-c",
-            str(tmp_path / "pytest.ini"),
-            "--rootdir",
-            str(tmp_path),
-            "-v",
-            str(tmp_path),
-        ],
-        cwd=tmp_path,
-        env=subprocess_env(cluster),
+    proc, seconds = run_pytest_django(
+        tmp_path, {"test_user.py": PYTEST_USER_TESTS}, subprocess_env(cluster)
     )
     output = proc.stdout + proc.stderr
     record("user_pytest.seconds", round(seconds, 2))
