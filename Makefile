@@ -13,7 +13,8 @@ WHEEL_STAMP   := $(VENV)/.wheel-installed
 WHEEL_SOURCES := Cargo.toml Cargo.lock pyproject.toml $(shell find src -name '*.rs') \
     $(shell find python -type f -not -path '*/__pycache__/*' -not -name '*.so')
 
-.PHONY: all demo test test-rust test-python test-fast test-server test-browser lint bench soak wheel venv postgres clean
+.PHONY: all demo test test-rust test-python test-fast test-server test-browser lint bench soak \
+        wheel venv postgres clean dist test-dist test-matrix
 
 all: test
 
@@ -100,5 +101,46 @@ postgres:
 	    exit 1
 	fi
 
+## dist: sdist + abi3 wheels tagged manylinux2014 (glibc 2.17) for DIST_TARGETS, built with
+## zig (PyPI `ziglang`, no Docker), into DIST_DIR; `auditwheel show` prints each wheel's tag.
+## DIST_DIR is not dist/, which `make wheel` empties.
+DIST_DIR     ?= wheelhouse
+DIST_TARGETS ?= x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu
+MANYLINUX    ?= manylinux2014
+
+$(VENV)/.dist-deps: $(VENV)/.deps
+	$(PIP) install -q "ziglang>=0.13" "auditwheel>=6"
+	touch $@
+
+dist: $(VENV)/.dist-deps
+	for t in $(DIST_TARGETS); do
+	    if rustup target list --installed 2>/dev/null | grep -qx "$$t"; then continue; fi
+	    if ! rustup target add "$$t"; then
+	        echo "make dist: the Rust standard library for $$t could not be installed" \
+	             "(rustup target add $$t failed; rustup needs its own dist server)." \
+	             "Build the other targets with: make dist DIST_TARGETS=x86_64-unknown-linux-gnu" >&2
+	        exit 1
+	    fi
+	done
+	rm -rf $(DIST_DIR)
+	$(VENV)/bin/maturin sdist --out $(DIST_DIR)
+	for t in $(DIST_TARGETS); do
+	    # maturin finds zig through `python3 -m ziglang` on PATH: the venv's.
+	    PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/maturin build --locked --release --zig \
+	        --target "$$t" --compatibility $(MANYLINUX) --out $(DIST_DIR)
+	done
+	for w in $(DIST_DIR)/*.whl; do $(VENV)/bin/auditwheel show "$$w"; done
+	ls -l $(DIST_DIR)
+
+## test-dist: install the x86_64 wheel (Python 3.10 and 3.13) and the sdist (a full
+## release build) into clean venvs; each routes a read against a real primary + standby
+test-dist: dist postgres
+	RR_DIST_DIR="$(abspath $(DIST_DIR))" $(PY) -m pytest -p no:django tests/dist -v $(PYTEST_ARGS)
+
+## test-matrix: the supported Python x Django x driver matrix (tests/noxfile.py), one wheel for all
+test-matrix: wheel postgres
+	$(PIP) install -q "nox>=2025.2.9"
+	RR_WHEEL="$$(ls $(CURDIR)/dist/*.whl)" $(VENV)/bin/nox -f tests/noxfile.py
+
 clean:
-	rm -rf dist target $(VENV)
+	rm -rf dist target $(VENV) $(DIST_DIR) .nox

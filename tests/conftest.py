@@ -27,6 +27,9 @@ from tests import support
 from tests.support import ROUTER_SETTINGS, UNRELATED_DB, LocalCluster
 
 FAST = support.ROOT / "tests" / "fast"
+#: Runs that need no session cluster: the fast tests, and the install tests (which
+#: start their own cluster for the venvs they build).
+NO_SESSION_CLUSTER = (FAST, support.ROOT / "tests" / "dist")
 
 
 def wants_servers(config: pytest.Config) -> bool:
@@ -38,7 +41,7 @@ def wants_servers(config: pytest.Config) -> bool:
     base = Path(config.invocation_params.dir)
     for arg in config.args:
         path = (base / arg.split("::", 1)[0]).resolve()
-        if path != FAST and FAST not in path.parents:
+        if not any(path == d or d in path.parents for d in NO_SESSION_CLUSTER):
             return True
     return False
 

@@ -120,6 +120,24 @@ def retry_alias(tried: list[str]) -> str | None:
         tried = [*tried, alias]
 
 
+_settings_only: conf.RouterSettings | None = None
+
+
+def peek_settings() -> conf.RouterSettings | None:
+    """The settings without building the cluster (no prober started): for
+    ``allow_migrate``/``allow_relation``, which Django also calls from management
+    commands and system checks. ``None`` when the settings are bad: the checks
+    report them, and the router then has no opinion."""
+    global _settings_only
+    s = settings or _settings_only
+    if s is None:
+        try:
+            s = _settings_only = conf.load()
+        except conf.SettingsError:
+            return None
+    return s
+
+
 def get_settings() -> conf.RouterSettings:
     get_cluster()
     assert settings is not None
@@ -152,9 +170,10 @@ def _start_log_thread(c: _core.Cluster) -> None:
 
 def reset() -> None:
     """Stop probing and forget the cluster; the next use builds it from settings again."""
-    global cluster, settings, read, read_hinted, _log_thread
+    global cluster, settings, read, read_hinted, _log_thread, _settings_only
     with _lock:
         c, cluster, settings, read, read_hinted = cluster, None, None, None, None
+        _settings_only = None
         t, _log_thread = _log_thread, None
     if c is not None:
         c.close()

@@ -24,7 +24,11 @@ from tests.support import LocalCluster, existing_test_databases
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "example_project"
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+#: The interpreter of the subprocesses: RR_TEST_PYTHON (each nox matrix cell sets its
+#: own), else the project's .venv, else this one.
+PYTHON = os.environ.get("RR_TEST_PYTHON") or (
+    str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+)
 #: Generous: a subprocess on a shared 2-core machine; a hang must still end the test.
 RUN_TIMEOUT = 240
 
