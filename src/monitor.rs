@@ -303,11 +303,6 @@ async fn node_loop(engine: Arc<Engine>, idx: usize, mut stop: watch::Receiver<bo
             _ = stop.wait_for(|&stopping| stopping) => return,
         };
         let latency = started.elapsed();
-        if latency >= cfg.probe_interval {
-            // After an overrun (a frozen node), keep a full interval before the next
-            // probe; back-to-back probes would make RISE meaningless.
-            ticker.reset();
-        }
         let result = match outcome {
             Ok(r) => r,
             Err(_) => {
@@ -322,6 +317,14 @@ async fn node_loop(engine: Arc<Engine>, idx: usize, mut stop: watch::Receiver<bo
                 })
             }
         };
+        if latency >= cfg.probe_interval && result.is_ok() {
+            // A good probe that overran (a node just thawed): keep a full interval
+            // before the next one, or back-to-back probes would make RISE meaningless.
+            // A failed one does not wait: the next tick is due, and going down within
+            // FALL x PROBE_INTERVAL + PROBE_TIMEOUT is what interrupts in-flight
+            // reads on a frozen node.
+            ticker.reset();
+        }
         engine.apply(idx, result, latency, Instant::now());
     }
 }
