@@ -9,7 +9,7 @@ PIP    := $(VENV)/bin/pip
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: all demo test test-rust test-python lint bench soak wheel venv postgres clean
+.PHONY: all demo test test-rust test-python lint bench faults soak wheel venv postgres clean
 
 all: test
 
@@ -36,6 +36,10 @@ lint: venv
 ## bench: router cost and dead-replica behaviour vs peers, printed as a table
 bench: wheel postgres
 	$(PY) benchmarks/run.py
+
+## faults: gunicorn + HTTP load while the standby/primary crash, restart, freeze; a table per router
+faults: wheel postgres
+	$(PY) benchmarks/faults.py
 
 ## soak: flap a standby for SOAK_MINUTES while threads route; prints RSS/threads/fds
 SOAK_MINUTES ?= 10
