@@ -429,7 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nFaults under HTTP load: gunicorn gthread {WORKERS} workers x {THREADS} threads, "
         f"{CLIENTS} keep-alive clients, GET {PATH}; fault at {BEFORE:g} s for {DURING:g} s, "
-        f"then {AFTER:g} s (Python {sys.version.split()[0]}; run took {elapsed / 60:.1f} min)\n"
+        f"then {AFTER:g} s. Router settings as the example's: PROBE_INTERVAL 1, PROBE_TIMEOUT 1, "
+        f"FALL 2, RISE 2, replica WEIGHT 2, PRIMARY_READ_WEIGHT 1 "
+        f"(Python {sys.version.split()[0]}; run took {elapsed / 60:.1f} min)\n"
     )
     print(table(results))
     print(f"\nrecords and gunicorn logs: {logs}", file=sys.stderr)
