@@ -38,8 +38,10 @@ bench: wheel postgres
 	$(PY) benchmarks/run.py
 
 ## faults: gunicorn + HTTP load while the standby/primary crash, restart, freeze; a table per router
+## (FAULTS_ARGS="--faults standby-freeze --routers backend --conn-max-age 60 --json out.json")
+FAULTS_ARGS ?=
 faults: wheel postgres
-	$(PY) benchmarks/faults.py
+	$(PY) benchmarks/faults.py $(FAULTS_ARGS)
 
 ## soak: flap a standby for SOAK_MINUTES while threads route; prints RSS/threads/fds
 SOAK_MINUTES ?= 10
