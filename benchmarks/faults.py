@@ -133,7 +133,8 @@ class Result:
     rate_before: float = 0.0
     rate_during: float = 0.0
     kept: float = 0.0
-    fault_at: float = 0.0
+    fault_at: float = 0.0  # time.monotonic(), as in the records
+    fault_wall: float = 0.0  # time.time(), to compare with the logs
     fault_took: float = 0.0
     lift_at: float = 0.0
     lift_took: float = 0.0
@@ -300,7 +301,7 @@ def run_one(
         try:
             t0 = time.monotonic()
             time.sleep(BEFORE)
-            res.fault_at = time.monotonic()
+            res.fault_at, res.fault_wall = time.monotonic(), time.time()
             inject(cluster)
             res.fault_took = time.monotonic() - res.fault_at
             time.sleep(max(0.0, res.fault_at + DURING - time.monotonic()))
