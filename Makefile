@@ -13,8 +13,8 @@ WHEEL_STAMP   := $(VENV)/.wheel-installed
 WHEEL_SOURCES := Cargo.toml Cargo.lock pyproject.toml $(shell find src -name '*.rs') \
     $(shell find python -type f -not -path '*/__pycache__/*' -not -name '*.so')
 
-.PHONY: all demo test test-rust test-python test-fast test-server test-browser lint bench soak \
-        wheel venv postgres clean dist test-dist test-matrix
+.PHONY: all demo test test-rust test-python test-fast test-server test-browser lint bench faults \
+        soak wheel venv postgres clean dist test-dist test-matrix
 
 all: test
 
@@ -64,6 +64,12 @@ lint: venv
 ## bench: router cost and dead-replica behaviour vs peers, printed as a table
 bench: wheel postgres
 	$(PY) benchmarks/run.py
+
+## faults: gunicorn + HTTP load while the standby/primary crash, restart, freeze; a table per router
+## (FAULTS_ARGS="--faults standby-freeze --routers backend --conn-max-age 60 --json out.json")
+FAULTS_ARGS ?=
+faults: wheel postgres
+	$(PY) benchmarks/faults.py $(FAULTS_ARGS)
 
 ## soak: flap a standby for SOAK_MINUTES while threads route; prints RSS/threads/fds
 SOAK_MINUTES ?= 10

@@ -5,6 +5,16 @@ the primary on 127.0.0.1:5432 and ``replica`` the hot standby on 127.0.0.1:5433,
 both database ``postgres`` with user and password ``postgres``. The ``DJREPLICA_*``
 variables below point it elsewhere, e.g. at a cluster started with
 ``python tests/pgcluster.py up``.
+
+For comparisons (``benchmarks/faults.py``) three more variables swap parts out:
+
+* ``DJREPLICA_ROUTER``: ``ours`` (default, ``replica_router.ReadWriteRouter``),
+  ``tutorial`` (``tutorial_router.CursorCheckRouter`` from ``benchmarks/``, which
+  must then be on ``PYTHONPATH``) or ``multidb`` (django-multidb-router's
+  ``multidb.ReplicaRouter``, replica ``replica``).
+* ``DJREPLICA_ENGINE``: ``backend`` (default, ``replica_router.backends.postgresql``)
+  or ``django`` (``django.db.backends.postgresql``).
+* ``DJREPLICA_CONN_MAX_AGE``: Django's ``CONN_MAX_AGE`` for both aliases (default 0).
 """
 
 from __future__ import annotations
@@ -73,18 +83,43 @@ ASGI_APPLICATION = "DJReplica.asgi.application"
 _DB_HOST = os.environ.get("DJREPLICA_DB_HOST", "127.0.0.1")
 
 
-def _node(port: str) -> dict[str, object]:
-    return {
+def _choice(var: str, choices: dict[str, str], default: str) -> str:
+    """The value that ``var``'s name stands for, or an error that lists the names."""
+    raw = os.environ.get(var, "").strip().lower() or default
+    try:
+        return choices[raw]
+    except KeyError:
+        raise ImproperlyConfigured(
+            f"{var} must be one of {', '.join(sorted(choices))}, got {raw!r}"
+        ) from None
+
+
+_ENGINE = _choice(
+    "DJREPLICA_ENGINE",
+    {
         # Django's PostgreSQL backend plus what the router needs on the request
         # path: node faults reported at once, failed reads retried on another node,
         # bounded connects and keepalives.
-        "ENGINE": "replica_router.backends.postgresql",
+        "backend": "replica_router.backends.postgresql",
+        # Django's own backend, as the tutorial has it.
+        "django": "django.db.backends.postgresql",
+    },
+    "backend",
+)
+
+
+def _node(port: str) -> dict[str, object]:
+    node: dict[str, object] = {
+        "ENGINE": _ENGINE,
         "NAME": "postgres",
         "USER": "postgres",
         "PASSWORD": "postgres",
         "HOST": _DB_HOST,
         "PORT": port,
     }
+    if os.environ.get("DJREPLICA_CONN_MAX_AGE", "").strip():
+        node["CONN_MAX_AGE"] = _number("DJREPLICA_CONN_MAX_AGE", 0)
+    return node
 
 
 DATABASES = {
@@ -94,7 +129,19 @@ DATABASES = {
     "replica": _node(os.environ.get("DJREPLICA_REPLICA_PORT", "5433")),
 }
 
-DATABASE_ROUTERS = ["replica_router.ReadWriteRouter"]
+DATABASE_ROUTERS = [
+    _choice(
+        "DJREPLICA_ROUTER",
+        {
+            "ours": "replica_router.ReadWriteRouter",
+            "tutorial": "tutorial_router.CursorCheckRouter",
+            "multidb": "multidb.ReplicaRouter",
+        },
+        "ours",
+    )
+]
+# django-multidb-router's list of replicas (read only by DJREPLICA_ROUTER=multidb).
+REPLICA_DATABASES = ["replica"]
 
 REPLICA_ROUTER = {
     "PRIMARY": "default",
@@ -128,6 +175,12 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "formatter": "short"},
     },
     "loggers": {
+        # A request that failed (500) is logged with its traceback, DEBUG or not.
+        "django.request": {
+            "handlers": ["console"],
+            "level": "ERROR",
+            "propagate": False,
+        },
         # Node state changes (down, up, lagging, promoted) are logged here.
         "replica_router": {
             "handlers": ["console"],
