@@ -53,12 +53,11 @@ test-browser: $(WHEEL_STAMP) postgres
 	RR_UPDATE_SCREENSHOT=$(UPDATE_SCREENSHOT) $(PY) -m pytest -p no:django tests/server/test_status_page_browser.py $(PYTEST_ARGS)
 
 ## lint: rustfmt, clippy, ruff, mypy --strict, stubtest (stubs against the built module)
-lint: venv
+lint: $(WHEEL_STAMP)
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests example_project benchmarks
 	$(VENV)/bin/mypy
-	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop -q
 	$(PY) -m mypy.stubtest replica_router._core --allowlist tests/stubtest-allowlist.txt
 
 ## bench: router cost and dead-replica behaviour vs peers, printed as a table

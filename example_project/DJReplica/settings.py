@@ -77,6 +77,14 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "DJReplica.urls"
+# For replica_router's status page (its templates ship in the package).
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
+]
 WSGI_APPLICATION = "DJReplica.wsgi.application"
 ASGI_APPLICATION = "DJReplica.asgi.application"
 
