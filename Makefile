@@ -149,7 +149,7 @@ test-dist: dist postgres
 ## test-matrix: the supported Python x Django x driver matrix (tests/noxfile.py), one wheel for all
 test-matrix: wheel postgres
 	$(PIP) install -q "nox>=2025.2.9"
-	RR_WHEEL="$$(ls $(CURDIR)/dist/*.whl)" $(VENV)/bin/nox -f tests/noxfile.py
+	RR_WHEEL="$$(ls $(CURDIR)/dist/*.whl)" $(VENV)/bin/nox -f tests/noxfile.py --envdir $(CURDIR)/.nox
 
 clean:
 	rm -rf dist target $(VENV) $(DIST_DIR) .nox

@@ -123,6 +123,8 @@ def junit_counts(path: Path) -> dict[str, int]:
 def tests(session: nox.Session, django: str, driver: str) -> None:
     """One cell: install the wheel + Django + driver, run TESTS against real servers."""
     started = time.monotonic()
+    # nox runs from this file's folder; the test ids are relative to the project root.
+    session.chdir(str(ROOT))
     session.install(the_wheel(), f"Django~={django}.0", DRIVERS[driver], *TEST_DEPS)
     # The package must come from the wheel, and Django and the driver from this cell.
     session.run(
