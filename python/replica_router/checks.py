@@ -16,7 +16,7 @@ Found by talking to the nodes:
 - E002: a node is misconfigured (authentication, missing database); ``--database``.
 - E004: the replica taken by default (``REPLICAS`` unset) is not a standby.
 - W001: the router is not in ``DATABASE_ROUTERS``.
-- W002: a node is down or in the wrong role; ``--database``.
+- W002: a node is down; ``--database``.
 - W003: a configured replica answers as a primary (promoted, or not a standby).
 - W004: a cluster alias does not use the router's database backend.
 """
@@ -101,7 +101,7 @@ def check_nodes(
     """With ``check --database``: probe the cluster once and report what it sees.
 
     E002: a node is misconfigured (authentication, missing database). W002: a node is
-    down or in the wrong role.
+    down. (A node in the wrong role is ``check_roles``'s: E004 / W003.)
     """
     if not databases:
         return []
@@ -133,13 +133,6 @@ def check_nodes(
                     id="replica_router.W002",
                 )
             )
-        elif n.get("role_mismatch"):
-            messages.append(
-                Warning(
-                    f"{where} reports role {n['observed_role']!r}",
-                    id="replica_router.W002",
-                )
-            )
     return messages
 
 
@@ -153,8 +146,8 @@ def check_roles(
     throwaway cluster object, so that a database taken for a standby by mistake is
     reported before it serves a read. Unreachable nodes are left to ``--database``.
     """
-    if databases:
-        return []  # check_nodes reports roles too, with a full probe round
+    # Not skipped when ``databases`` is given: Django 6.1 passes every alias to
+    # untagged checks on a plain ``manage.py check``.
     from replica_router import _core, conf
 
     try:

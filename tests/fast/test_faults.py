@@ -10,8 +10,6 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 
-import psycopg
-import psycopg.errors
 import pytest
 from django.db import IntegrityError, OperationalError, ProgrammingError
 
@@ -81,7 +79,11 @@ RULES = [
     ("57P02", "terminating connection due to crash of another server process", "admin_shutdown"),
     ("57P03", "the database system is starting up", "admin_shutdown"),
     ("53300", "sorry, too many clients already", "too_many_connections"),
-    (None, 'connection to server at "127.0.0.1", port 1 failed: Connection refused', "connection_refused"),
+    (
+        None,
+        'connection to server at "127.0.0.1", port 1 failed: Connection refused',
+        "connection_refused",
+    ),
     (None, "server closed the connection unexpectedly", "connection_failure"),
     (None, "Connection reset by peer", "connection_failure"),
     (None, "timeout expired", "timeout"),
@@ -119,7 +121,11 @@ def test_node_fault_reads_django_and_driver_errors() -> None:
     """Proves: ``node_fault`` takes the SQLSTATE and message from the driver's error
     behind Django's, so an admin shutdown is a fault and a wrong password is not;
     only OperationalErrors can be faults, never an IntegrityError or
-    ProgrammingError, whatever their message."""
+    ProgrammingError, whatever their message. (psycopg 3's error classes; the
+    psycopg2 matrix cell proves the same on real errors in tests/server.)"""
+    import psycopg
+    import psycopg.errors
+
     shutdown = psycopg.errors.AdminShutdown("terminating connection due to administrator command")
     assert faults.node_fault(wrapped(OperationalError, shutdown)) == "admin_shutdown"
     assert faults.node_fault(shutdown) == "admin_shutdown"
