@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from prometheus_client.core import (
@@ -74,7 +74,9 @@ class ReplicaRouterCollector(Collector):
             # registry (django-prometheus exports its own metrics through it too).
             logger.exception("replica_router: metrics could not read the cluster status")
             return []
-        return list(self.build(nodes, decisions))
+        return list(
+            self.build(cast("list[dict[str, Any]]", nodes), cast("dict[str, int]", decisions))
+        )
 
     def build(
         self,

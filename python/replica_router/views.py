@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
@@ -62,7 +62,7 @@ def _nodes() -> list[dict[str, Any]]:
         while time.monotonic() < deadline and any(n["state"] == "unknown" for n in nodes):
             time.sleep(0.02)
             nodes = cluster.status()
-    return nodes
+    return cast("list[dict[str, Any]]", nodes)
 
 
 def _is_staff(request: HttpRequest) -> bool:
@@ -225,7 +225,7 @@ def status_page(
 def _cluster_decisions() -> dict[str, int]:
     import replica_router
 
-    return replica_router.decisions()
+    return cast("dict[str, int]", replica_router.decisions())
 
 
 # ------------------------------------------------------------------ metrics
