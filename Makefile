@@ -9,7 +9,7 @@ PIP    := $(VENV)/bin/pip
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: all demo test test-rust test-python test-browser lint bench soak wheel venv postgres clean
+.PHONY: all demo test test-rust test-python test-browser lint bench bench-shared soak wheel venv postgres clean
 
 all: test
 
@@ -52,6 +52,11 @@ lint: venv
 ## bench: router cost and dead-replica behaviour vs peers, printed as a table
 bench: wheel postgres
 	$(PY) benchmarks/run.py
+
+## bench-shared: one prober per host under gunicorn (1, 4, 16 workers): probe backends,
+## detection in every worker, takeover after SIGKILL, db_for_read shared vs not
+bench-shared: wheel postgres
+	$(PY) benchmarks/shared_health.py
 
 ## soak: flap a standby for SOAK_MINUTES while threads route; prints RSS/threads/fds
 SOAK_MINUTES ?= 10

@@ -113,6 +113,7 @@ BAD: list[tuple[str, dict[str, Any], dict[str, dict[str, Any]], str, str, str]] 
     ("port-not-a-number", {}, replica_with(PORT="fivefour"), "PORT", "'fivefour'", "E010"),
     ("pin-negative", {"PIN_SECONDS": -1}, {}, "PIN_SECONDS", "-1", "E011"),
     ("test-mirror-string", {"TEST_MIRROR": "yes"}, {}, "TEST_MIRROR", "'yes'", "E011"),
+    ("share-health-number", {"SHARE_HEALTH": 1}, {}, "SHARE_HEALTH", "1", "E011"),
 ]
 
 

@@ -181,12 +181,19 @@ while time.monotonic() < deadline:
         break
 events += c.wait_events(0.3)
 st = c.status()
-print(json.dumps({"pid": os.getpid(), "status": st, "events": events,
+reported = None
+if os.environ.get("RR_REPORT"):
+    reported = {
+        "was_in_reads": c.report_fault("replica", "connection_refused", "refused"),
+        "reads_right_after": sorted({c.read() for _ in range(200)}),
+    }
+    time.sleep(1.0)
+print(json.dumps({"pid": os.getpid(), "status": st, "events": events, "reported": reported,
                   "reads": sorted({c.read() for _ in range(200)})}))
 """
 
 
-def run_follower(cluster: LocalCluster, share_dir: Path) -> dict[str, Any]:
+def run_follower(cluster: LocalCluster, share_dir: Path, report: bool = False) -> dict[str, Any]:
     from tests.conftest import ROUTER_SETTINGS
 
     env = {
@@ -196,6 +203,7 @@ def run_follower(cluster: LocalCluster, share_dir: Path) -> dict[str, Any]:
             {"default": cluster.dsn("primary"), "replica": cluster.dsn("standby")}
         ),
         "REPLICA_ROUTER_SHARE_DIR": str(share_dir),
+        "RR_REPORT": "1" if report else "",
     }
     out = subprocess.run(
         [sys.executable, "-c", FOLLOWER],
@@ -323,3 +331,19 @@ def test_follower_process_reads_the_leaders_health(
         assert n["shared"] is True and n["prober_pid"] == os.getpid(), n
         assert n["state"] == "up", n
     assert report["reads"] == ["default", "replica"], report
+
+
+def test_passive_fault_in_a_follower_reaches_the_leader(
+    lead_here: Path, healthy: LocalCluster, share_dir: Path
+) -> None:
+    """``report_fault`` in a follower takes the node out of its reads at once, and the
+    leader (this process) applies it (passive fault counted, node re-probed)."""
+    import replica_router
+
+    before = {n["alias"]: n["passive_faults"] for n in replica_router.status()}
+    report = run_follower(healthy, share_dir, report=True)
+    assert report["reported"]["was_in_reads"] is True, report
+    assert report["reported"]["reads_right_after"] == ["default"], report
+    after = {n["alias"]: n["passive_faults"] for n in replica_router.status()}
+    assert after["replica"] == before["replica"] + 1, (before, after)
+    assert after["default"] == before["default"]
