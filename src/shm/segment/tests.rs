@@ -1,8 +1,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::node::{ERROR_BYTES, N_PROBES};
 use super::*;
 use crate::config::tests::cluster;
+use crate::probe::Fault;
 use crate::step::tests::{sample_primary, sample_standby};
 use crate::step::{build_snapshot, observe, passive, EngineState};
 
