@@ -192,6 +192,34 @@ def read_costs(cluster: LocalCluster, rounds: int, calls: int, work: Path) -> li
                 t = timeit.timeit(lambda: r.db_for_read(ReplicationModel), number=calls)
                 samples[mode].append(t / calls * 1e9)
         _runtime.reset()
+        # The core's read alone, both clusters alive at once: same configuration, so
+        # the one with SHARE_HEALTH False probes on its own.
+        from replica_router import _core
+
+        core = {
+            "Cluster.read(), shared (follower)": _core.Cluster(
+                _core.RouterSettings(modes["shared (follower)"], dbs)
+            ),
+            "Cluster.read(), SHARE_HEALTH False": _core.Cluster(
+                _core.RouterSettings(modes["SHARE_HEALTH False"], dbs)
+            ),
+        }
+        for name, c in core.items():
+            c.start()
+            samples[name] = []
+            probers[name] = set()
+        deadline = time.monotonic() + 10
+        while any(n["state"] != "up" for c in core.values() for n in c.status()):
+            if time.monotonic() > deadline:
+                raise SystemExit("not up")
+            time.sleep(0.02)
+        for name, c in core.items():
+            probers[name].add(c.status()[0]["prober_pid"])
+        for _ in range(rounds * 3):
+            for name, c in core.items():
+                samples[name].append(timeit.timeit(c.read, number=calls * 4) / (calls * 4) * 1e9)
+        for c in core.values():
+            c.close()
     finally:
         if leader.stdin is not None:
             leader.stdin.close()
@@ -250,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(head, rows))
     print(
         f"\ndb_for_read through django.db.router, median of {args.rounds} interleaved rounds "
-        f"x {args.calls} calls (Python {sys.version.split()[0]})\n"
+        f"x {args.calls} calls; the core's Cluster.read() alone: {3 * args.rounds} rounds x "
+        f"{4 * args.calls} calls (Python {sys.version.split()[0]})\n"
     )
     print(table(["mode", "ns/call", "prober"], costs))
     return 0
