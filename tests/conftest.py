@@ -58,6 +58,12 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     _cluster = LocalCluster()
     _cluster.up()
+    # Shared-health files of this session (and of its subprocesses) live with the
+    # cluster and go with it, instead of accumulating in the user's directory.
+    share_dir = Path(_cluster.base_dir) / "share"
+    share_dir.mkdir(mode=0o700, exist_ok=True)
+    share_dir.chmod(0o700)
+    os.environ.setdefault("REPLICA_ROUTER_SHARE_DIR", str(share_dir))
     _cluster.sql("primary", f"CREATE DATABASE {UNRELATED_DB}")
     settings.configure(
         DEBUG=False,
