@@ -14,7 +14,7 @@ WHEEL_SOURCES := Cargo.toml Cargo.lock pyproject.toml $(shell find src -name '*.
     $(shell find python -type f -not -path '*/__pycache__/*' -not -name '*.so')
 
 .PHONY: all demo test test-rust test-python test-fast test-server test-browser lint bench faults \
-        soak wheel venv postgres clean dist test-dist test-matrix
+        bench-shared soak wheel venv postgres clean dist test-dist test-matrix
 
 all: test
 
@@ -69,6 +69,11 @@ bench: wheel postgres
 FAULTS_ARGS ?=
 faults: wheel postgres
 	$(PY) benchmarks/faults.py $(FAULTS_ARGS)
+
+## bench-shared: one prober per host under gunicorn (1, 4, 16 workers): probe backends,
+## detection in every worker, takeover after SIGKILL, db_for_read shared vs not
+bench-shared: wheel postgres
+	$(PY) benchmarks/shared_health.py
 
 ## soak: flap a standby for SOAK_MINUTES while threads route; prints RSS/threads/fds
 SOAK_MINUTES ?= 10

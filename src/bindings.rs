@@ -36,6 +36,7 @@ pub fn classify_failure(sqlstate: Option<&str>, message: &str) -> Option<&'stati
 /// Python's `logging` level of an event.
 fn level(severity: Severity) -> u8 {
     match severity {
+        Severity::Silent => 0,
         Severity::Info => 20,
         Severity::Warning => 30,
         Severity::Error => 40,
@@ -136,7 +137,7 @@ impl Cluster {
             .collect();
         let shared = Arc::new(Shared::new(config));
         Cluster {
-            prober: Lifecycle::new(Arc::clone(&shared)),
+            prober: Lifecycle::new(Arc::clone(&shared), settings.share_health()),
             shared,
             aliases,
             id: NEXT_CLUSTER_ID.fetch_add(1, Ordering::Relaxed),
@@ -187,15 +188,12 @@ impl Cluster {
         let (Some(idx), Some(kind)) = (self.index_of(alias), FaultKind::from_name(kind)) else {
             return false;
         };
-        let Some(engine) = self.prober.engine() else {
-            return false;
-        };
         let password = self.shared.config.nodes[idx].password.as_deref();
         let fault = Fault {
             kind,
             message: format!("passive: {}", redact(message.trim(), password)),
         };
-        engine.report_passive(idx, fault, Instant::now())
+        self.prober.report_passive(idx, fault, Instant::now())
     }
 
     /// Starts the prober if it is not running in this process (idempotent).
@@ -252,9 +250,9 @@ impl Cluster {
     /// One dict per node, primary first; see `_core.pyi` (`NodeStatus`).
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         self.prober.ensure_started();
-        let engine = self.prober.engine();
+        let view = self.prober.view();
         let out = PyList::empty(py);
-        for r in reports(&self.shared, engine.as_deref(), Instant::now()) {
+        for r in reports(&self.shared, view.as_ref(), Instant::now()) {
             let d = PyDict::new(py);
             d.set_item("alias", r.alias)?;
             d.set_item("configured_role", r.configured_role)?;
@@ -295,6 +293,9 @@ impl Cluster {
             d.set_item("last_state_change", p.last_state_change)?;
             d.set_item("last_probe", p.last_probe)?;
             d.set_item("last_good_probe_age", p.last_good_probe_age)?;
+            d.set_item("prober_pid", p.prober_pid)?;
+            d.set_item("shared", p.shared)?;
+            d.set_item("snapshot_age", p.snapshot_age)?;
             out.append(d)?;
         }
         Ok(out)
@@ -302,7 +303,8 @@ impl Cluster {
 
     /// Waits up to `timeout` seconds (GIL released) for state-change events; returns
     /// `[(level, message, alias or None, new state or None, interrupt), ...]`, empty on
-    /// timeout or once closed. `interrupt`: the node was declared down for timeouts,
+    /// timeout or once closed. Level 0: not to be logged (a follower passing on what
+    /// the shared prober logged). `interrupt`: the node was declared down for timeouts,
     /// so connections in flight to it should be interrupted.
     #[allow(clippy::type_complexity)]
     fn wait_events(
@@ -310,11 +312,11 @@ impl Cluster {
         py: Python<'_>,
         timeout: f64,
     ) -> Vec<(u8, String, Option<Py<PyString>>, Option<&'static str>, bool)> {
-        let Some(engine) = self.prober.engine() else {
+        let Some(queue) = self.prober.events() else {
             return Vec::new();
         };
         let timeout = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
-        let events = py.detach(|| engine.wait_events(timeout));
+        let events = py.detach(|| queue.wait(timeout));
         events
             .into_iter()
             .map(|e| {
@@ -332,8 +334,8 @@ impl Cluster {
     /// probe at most). Reads keep working on the last snapshot until it goes stale,
     /// then go to the primary.
     fn close(&self, py: Python<'_>) {
-        if let Some(engine) = self.prober.close() {
-            py.detach(|| engine.stop());
+        if let Some(current) = self.prober.close() {
+            py.detach(|| current.close());
         }
     }
 

@@ -38,20 +38,33 @@ impl FaultKind {
 
     /// The kind named `name` (`as_str`), for faults reported from Python.
     pub fn from_name(name: &str) -> Option<FaultKind> {
-        [
-            FaultKind::Refused,
-            FaultKind::Connection,
-            FaultKind::Timeout,
-            FaultKind::AdminShutdown,
-            FaultKind::TooManyConnections,
-            FaultKind::Authentication,
-            FaultKind::MissingDatabase,
-            FaultKind::Permission,
-            FaultKind::Tls,
-            FaultKind::Query,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == name)
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    const ALL: [FaultKind; 10] = [
+        FaultKind::Refused,
+        FaultKind::Connection,
+        FaultKind::Timeout,
+        FaultKind::AdminShutdown,
+        FaultKind::TooManyConnections,
+        FaultKind::Authentication,
+        FaultKind::MissingDatabase,
+        FaultKind::Permission,
+        FaultKind::Tls,
+        FaultKind::Query,
+    ];
+
+    /// A stable number for the shared segment (never 0).
+    pub fn code(self) -> u64 {
+        Self::ALL
+            .iter()
+            .position(|&k| k == self)
+            .map_or(0, |i| i as u64 + 1)
+    }
+
+    pub fn from_code(code: u64) -> Option<FaultKind> {
+        let i = usize::try_from(code.checked_sub(1)?).ok()?;
+        Self::ALL.get(i).copied()
     }
 
     /// A configuration error is the user's to fix; retrying will not help.

@@ -5,7 +5,8 @@
 //! has no Python in it and is tested with `cargo test`. The PyO3 layer binds it:
 //! `bindings` (the `Cluster` class), `py_settings` (settings in, `ConfigError` out),
 //! `context` (`RouteState`), `django_conn` (Django's transaction flag), with
-//! `lifecycle` (the prober per process), `monitor` (its thread) and `rng`.
+//! `lifecycle` (the prober per process), `monitor` (its thread), `shm` (one prober
+//! per host, its health shared through a segment), `events` and `rng`.
 //! Modules are private: the compiler reports what nothing uses.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -14,6 +15,7 @@ mod bindings;
 mod config;
 mod context;
 mod django_conn;
+mod events;
 mod fault;
 mod health;
 mod lifecycle;
@@ -24,6 +26,7 @@ mod report;
 mod rng;
 mod select;
 mod settings;
+mod shm;
 mod step;
 mod tls;
 

@@ -1,13 +1,19 @@
-//! The prober's life in a process: started on first use, started again in a child
+//! The prober's life in a process (its own, or the host's shared one, see `shm`): started on first use, started again in a child
 //! after `fork()` (threads do not survive a fork, and the parent's view must not be
 //! trusted there), stopped by `close()` or when the Python object is dropped.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Once};
+use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 
+use crate::events::Events;
 use crate::monitor::{Engine, Shared};
+use crate::probe::Fault;
+use crate::report::ProberView;
+use crate::shm::{Off, Sharing};
+use crate::step::{Event, Severity};
 
 /// Bumped in the child after every `fork()`.
 pub(crate) static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -29,20 +35,60 @@ pub(crate) fn install_fork_hook() {
 
 const NOT_STARTED: u64 = u64::MAX;
 
+/// Who probes for this process.
+enum Runner {
+    /// Its own prober (sharing off, or not possible).
+    Solo(Arc<Engine>),
+    /// The host's shared prober: this process leads or follows.
+    Shared(Arc<Sharing>),
+}
+
+/// What one fork generation of a process runs for a cluster.
+pub(crate) struct Generation {
+    events: Arc<Events>,
+    runner: Runner,
+}
+
+impl Generation {
+    fn stop(&self) {
+        match &self.runner {
+            Runner::Solo(engine) => engine.stop(),
+            Runner::Shared(sharing) => sharing.stop(),
+        }
+        self.events.close();
+    }
+
+    /// Stops probing and waits for the threads (bounded by one probe).
+    pub(crate) fn close(&self) {
+        self.stop();
+    }
+
+    /// In a child after `fork()`: never touch (or drop) what the parent ran.
+    fn abandon(this: Arc<Generation>) {
+        if let Runner::Shared(sharing) = &this.runner {
+            Sharing::abandon_in_child(Arc::clone(sharing));
+        }
+        std::mem::forget(this);
+    }
+}
+
 /// One cluster's prober in this process.
 pub(crate) struct Lifecycle {
     shared: Arc<Shared>,
-    engine: ArcSwapOption<Engine>,
+    /// `SHARE_HEALTH`: try to share one prober among the host's processes.
+    share: bool,
+    current: ArcSwapOption<Generation>,
     started_generation: AtomicU64,
     closed: AtomicBool,
 }
 
 impl Lifecycle {
-    pub(crate) fn new(shared: Arc<Shared>) -> Lifecycle {
+    pub(crate) fn new(shared: Arc<Shared>, share: bool) -> Lifecycle {
         install_fork_hook();
         Lifecycle {
             shared,
-            engine: ArcSwapOption::empty(),
+            share,
+            current: ArcSwapOption::empty(),
             started_generation: AtomicU64::new(NOT_STARTED),
             closed: AtomicBool::new(false),
         }
@@ -72,22 +118,73 @@ impl Lifecycle {
             return;
         }
         if current != NOT_STARTED {
-            // A forked child: the parent's thread does not exist here, and its locks
-            // may have been held at the fork. Never touch (or drop) that engine again.
-            if let Some(inherited) = self.engine.swap(None) {
-                std::mem::forget(inherited);
+            // A forked child: the parent's threads do not exist here, and their locks
+            // may have been held at the fork.
+            if let Some(inherited) = self.current.swap(None) {
+                Generation::abandon(inherited);
             }
         }
-        self.engine
-            .store(Some(Engine::start(Arc::clone(&self.shared))));
+        let events = Arc::new(Events::default());
+        let shared = Arc::clone(&self.shared);
+        let solo = |events: &Arc<Events>| {
+            Runner::Solo(Engine::start(
+                Arc::clone(&shared),
+                Arc::clone(events),
+                None,
+                None,
+            ))
+        };
+        let runner = if !self.share {
+            solo(&events)
+        } else {
+            match Sharing::start(Arc::clone(&shared), Arc::clone(&events)) {
+                Ok(sharing) => Runner::Shared(sharing),
+                Err(Off::Quiet) => solo(&events),
+                Err(Off::Warn(why)) => {
+                    events.push(Event::cluster(
+                        Severity::Warning,
+                        format!("shared health is off ({why}); this process probes on its own"),
+                    ));
+                    solo(&events)
+                }
+            }
+        };
+        self.current
+            .store(Some(Arc::new(Generation { events, runner })));
     }
 
-    /// This process's engine, if it was started.
-    pub(crate) fn engine(&self) -> Option<Arc<Engine>> {
-        self.engine.load_full()
+    fn ours_current(&self) -> Option<Arc<Generation>> {
+        if self.ours() {
+            self.current.load_full()
+        } else {
+            None
+        }
     }
 
-    /// Whether this process has a running prober.
+    /// A passive fault on node `idx`; returns whether the node was taking reads.
+    pub(crate) fn report_passive(&self, idx: usize, fault: Fault, now: Instant) -> bool {
+        match self.ours_current().as_deref().map(|g| &g.runner) {
+            Some(Runner::Solo(engine)) => engine.report_passive(idx, fault, now),
+            Some(Runner::Shared(sharing)) => sharing.report_passive(idx, fault, now),
+            None => false,
+        }
+    }
+
+    /// What `status()` reports of the prober, if it started in this process.
+    pub(crate) fn view(&self) -> Option<ProberView> {
+        match self.ours_current().as_deref().map(|g| &g.runner) {
+            Some(Runner::Solo(engine)) => Some(engine.view(false)),
+            Some(Runner::Shared(sharing)) => sharing.view(),
+            None => None,
+        }
+    }
+
+    /// The queue of this process's events, once started.
+    pub(crate) fn events(&self) -> Option<Arc<Events>> {
+        self.ours_current().map(|g| Arc::clone(&g.events))
+    }
+
+    /// Whether this process has a running prober (its own or the shared one).
     pub(crate) fn running(&self) -> bool {
         !self.closed.load(Ordering::SeqCst) && self.ours()
     }
@@ -96,31 +193,27 @@ impl Lifecycle {
         self.closed.load(Ordering::SeqCst)
     }
 
-    /// Whether the engine was started in this process (not inherited through fork).
+    /// Whether the generation was started in this process (not inherited through fork).
     fn ours(&self) -> bool {
         self.started_generation.load(Ordering::SeqCst) == FORK_GENERATION.load(Ordering::SeqCst)
     }
 
-    /// Marks the cluster closed; returns the engine to stop (outside the GIL), if this
-    /// process runs one.
-    pub(crate) fn close(&self) -> Option<Arc<Engine>> {
+    /// Marks the cluster closed; returns what to stop (outside the GIL), if this
+    /// process runs it.
+    pub(crate) fn close(&self) -> Option<Arc<Generation>> {
         self.closed.store(true, Ordering::SeqCst);
-        if self.ours() {
-            self.engine.load_full()
-        } else {
-            None
-        }
+        self.ours_current()
     }
 }
 
 impl Drop for Lifecycle {
     fn drop(&mut self) {
         if self.ours() {
-            if let Some(engine) = self.engine.load_full() {
-                engine.stop();
+            if let Some(current) = self.current.load_full() {
+                current.stop();
             }
-        } else if let Some(inherited) = self.engine.swap(None) {
-            std::mem::forget(inherited);
+        } else if let Some(inherited) = self.current.swap(None) {
+            Generation::abandon(inherited);
         }
     }
 }

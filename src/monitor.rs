@@ -2,12 +2,12 @@
 //! one task per node, every probe under its own deadline. It folds observations into
 //! the health machines and publishes an immutable snapshot for the pick path.
 //!
-//! The thread never calls Python. State changes are parked as events that a Python
-//! thread collects with `wait_events` (the GIL released while it waits).
+//! The thread never calls Python. State changes are parked as events (`Events`) that
+//! a Python thread collects with `wait_events` (the GIL released while it waits). With
+//! shared health, the leader's engine also writes every publish to the segment.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,11 +16,12 @@ use tokio::sync::{watch, Notify};
 use tokio::time::MissedTickBehavior;
 
 use crate::config::ClusterConfig;
+use crate::events::{lock, Events};
 use crate::probe::{Fault, FaultKind, Prober, Sample};
+use crate::report::ProberView;
 use crate::select::{Snapshot, REASON_COUNT};
-use crate::step::{self, build_snapshot, EngineState, Event, NodeStatus, Severity};
-
-const MAX_EVENTS: usize = 1000;
+use crate::shm::Publisher;
+use crate::step::{self, build_snapshot, EngineState, Event, Severity};
 
 /// What lives as long as the Python object: config, the published snapshot, counters.
 pub struct Shared {
@@ -61,29 +62,35 @@ pub struct Engine {
     pending: Vec<ArcSwapOption<Fault>>,
     /// Wakes a node's probe loop for an immediate re-probe.
     wake: Vec<Notify>,
-    events: Mutex<VecDeque<Event>>,
-    events_ready: Condvar,
-    stopping: AtomicBool,
+    events: Arc<Events>,
+    /// The shared segment, when this process probes for the host.
+    publisher: Option<Arc<Publisher>>,
+    /// CLOCK_MONOTONIC-based `Instant` of the last publish, as ns (0: none yet).
+    published_ns: AtomicU64,
     stop_tx: watch::Sender<bool>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Wall clock and monotonic clock read together, to report instants as Unix times.
     epoch: (SystemTime, Instant),
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock must not take the router down with it.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Engine {
-    /// Publishes a cold snapshot and starts the prober thread.
-    pub fn start(shared: Arc<Shared>) -> Arc<Engine> {
+    /// Starts the prober thread. Without `seed` (the health a previous leader shared),
+    /// it first publishes a cold snapshot; with it, it carries on from there.
+    pub fn start(
+        shared: Arc<Shared>,
+        events: Arc<Events>,
+        publisher: Option<Arc<Publisher>>,
+        seed: Option<Vec<step::NodeStatus>>,
+    ) -> Arc<Engine> {
         let now = Instant::now();
-        shared
-            .snapshot
-            .store(Arc::new(Snapshot::cold(&shared.weights(), now)));
         let cfg = &shared.config;
-        let state = EngineState::new(cfg, now);
+        let mut state = EngineState::new(cfg, now);
+        match seed {
+            Some(nodes) if nodes.len() == state.nodes.len() => state.nodes = nodes,
+            _ => shared
+                .snapshot
+                .store(Arc::new(Snapshot::cold(&shared.weights(), now))),
+        }
         let pending = cfg.nodes.iter().map(|_| ArcSwapOption::empty()).collect();
         let wake = cfg.nodes.iter().map(|_| Notify::new()).collect();
         let (stop_tx, _) = watch::channel(false);
@@ -92,9 +99,9 @@ impl Engine {
             state: Mutex::new(state),
             pending,
             wake,
-            events: Mutex::new(VecDeque::new()),
-            events_ready: Condvar::new(),
-            stopping: AtomicBool::new(false),
+            events,
+            publisher,
+            published_ns: AtomicU64::new(0),
             stop_tx,
             thread: Mutex::new(None),
             epoch: (SystemTime::now(), now),
@@ -141,55 +148,28 @@ impl Engine {
     /// Stops probing and waits for the thread (bounded: every await in it also
     /// listens for the stop signal).
     pub fn stop(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
         self.stop_tx.send_replace(true);
-        self.events_ready.notify_all();
         let handle = lock(&self.thread).take();
         if let Some(h) = handle {
             let _ = h.join();
         }
     }
 
-    pub fn is_stopping(&self) -> bool {
-        self.stopping.load(Ordering::SeqCst)
-    }
-
     fn event(&self, event: Event) {
-        let mut q = lock(&self.events);
-        if q.len() >= MAX_EVENTS {
-            q.pop_front();
+        self.events.push(event);
+    }
+
+    /// What `status()` reports of this process's prober.
+    pub fn view(&self, shared: bool) -> ProberView {
+        let published = self.published_ns.load(Ordering::Relaxed);
+        let now = crate::shm::clock::now_ns();
+        ProberView {
+            nodes: lock(&self.state).nodes.clone(),
+            epoch: self.epoch,
+            prober_pid: std::process::id(),
+            shared,
+            snapshot_age: (published != 0).then(|| now.saturating_sub(published) as f64 * 1e-9),
         }
-        q.push_back(event);
-        drop(q);
-        self.events_ready.notify_all();
-    }
-
-    /// Waits up to `timeout` for state-change events and takes them all.
-    pub fn wait_events(&self, timeout: Duration) -> Vec<Event> {
-        let mut q = lock(&self.events);
-        if q.is_empty() && !self.is_stopping() {
-            q = match self.events_ready.wait_timeout(q, timeout) {
-                Ok((g, _)) => g,
-                Err(e) => e.into_inner().0,
-            };
-        }
-        q.drain(..).collect()
-    }
-
-    pub fn unix_time(&self, t: Instant) -> f64 {
-        let (wall, mono) = self.epoch;
-        let at = if t >= mono {
-            wall + (t - mono)
-        } else {
-            wall - (mono - t)
-        };
-        at.duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0)
-    }
-
-    pub fn node_statuses(&self) -> Vec<NodeStatus> {
-        lock(&self.state).nodes.clone()
     }
 
     /// Folds one probe outcome into the node's state and publishes a new snapshot.
@@ -206,8 +186,9 @@ impl Engine {
         let mut events = self.drain_passive(st, now);
         events.extend(step::observe(cfg, st, idx, outcome, latency, now));
         let snapshot = build_snapshot(cfg, &st.nodes, now);
-        drop(guard);
         self.publish(snapshot, now);
+        self.mirror(st, &events);
+        drop(guard);
         for event in events {
             self.event(event);
         }
@@ -226,6 +207,15 @@ impl Engine {
                 Arc::new(snapshot.without(mask, now))
             }
         });
+    }
+
+    /// Writes the published state to the shared segment (the state lock held).
+    fn mirror(&self, st: &EngineState, events: &[Event]) {
+        self.published_ns
+            .store(crate::shm::clock::now_ns(), Ordering::Relaxed);
+        if let Some(p) = &self.publisher {
+            p.publish(&st.nodes, &self.shared.snapshot.load(), events);
+        }
     }
 
     fn pending_mask(&self) -> u64 {
@@ -274,8 +264,9 @@ impl Engine {
         if let Ok(mut guard) = self.state.try_lock() {
             let events = self.drain_passive(&mut guard, now);
             let snapshot = build_snapshot(&self.shared.config, &guard.nodes, now);
-            drop(guard);
             self.publish(snapshot, now);
+            self.mirror(&guard, &events);
+            drop(guard);
             for event in events {
                 self.event(event);
             }

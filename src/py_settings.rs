@@ -200,6 +200,12 @@ impl RouterSettings {
         self.inner.test_replica_reads
     }
 
+    /// `SHARE_HEALTH`: one prober per host, shared by its worker processes.
+    #[getter]
+    pub(crate) fn share_health(&self) -> bool {
+        self.inner.share_health
+    }
+
     /// `REPLICAS` was not set: the replica was taken by the default rule.
     #[getter]
     fn replicas_implicit(&self) -> bool {

@@ -3,13 +3,41 @@
 //! is applied here, once. The binding only converts it to a Python dict.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::config::ClusterConfig;
 use crate::health::State;
-use crate::monitor::{Engine, Shared};
+use crate::monitor::Shared;
 use crate::probe::format_lsn;
 use crate::select::{REASON_COUNT, REASON_NAMES};
+use crate::step::NodeStatus;
+
+/// What this process knows of the prober: its own, or the shared one of the host.
+pub(crate) struct ProberView {
+    pub nodes: Vec<NodeStatus>,
+    /// Wall clock and monotonic clock read together, to report instants as Unix times.
+    pub epoch: (SystemTime, Instant),
+    /// The process that probes (this one, unless health is shared).
+    pub prober_pid: u32,
+    /// Health comes from (or goes to) the host's shared segment.
+    pub shared: bool,
+    /// Seconds since the prober last published (`None` before its first publish).
+    pub snapshot_age: Option<f64>,
+}
+
+impl ProberView {
+    pub fn unix_time(&self, t: Instant) -> f64 {
+        let (wall, mono) = self.epoch;
+        let at = if t >= mono {
+            wall + (t - mono)
+        } else {
+            wall - (mono - t)
+        };
+        at.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    }
+}
 
 /// One node's report; see `_core.pyi` (`NodeStatus`) for what each field means.
 #[derive(Clone, Debug, Default)]
@@ -51,12 +79,14 @@ pub(crate) struct Probed {
     pub last_state_change: f64,
     pub last_probe: Option<f64>,
     pub last_good_probe_age: Option<f64>,
+    pub prober_pid: u32,
+    pub shared: bool,
+    pub snapshot_age: Option<f64>,
 }
 
 /// Every node's report, primary first.
-pub(crate) fn reports(shared: &Shared, engine: Option<&Engine>, now: Instant) -> Vec<NodeReport> {
+pub(crate) fn reports(shared: &Shared, view: Option<&ProberView>, now: Instant) -> Vec<NodeReport> {
     let cfg: &ClusterConfig = &shared.config;
-    let statuses = engine.map(Engine::node_statuses);
     let window = cfg.staleness_window();
     cfg.nodes
         .iter()
@@ -66,8 +96,8 @@ pub(crate) fn reports(shared: &Shared, engine: Option<&Engine>, now: Instant) ->
             let reads_by_reason: Vec<(&'static str, u64)> = (0..REASON_COUNT)
                 .map(|r| (REASON_NAMES[r], counters[r].load(Ordering::Relaxed)))
                 .collect();
-            let probed = match (engine, statuses.as_ref().and_then(|s| s.get(i))) {
-                (Some(engine), Some(st)) => {
+            let probed = match (view, view.and_then(|v| v.nodes.get(i))) {
+                (Some(view), Some(st)) => {
                     let fresh = st.health.is_fresh(now, window);
                     let stale = st.health.state.is_live() && !fresh;
                     let sample = st.sample.as_ref();
@@ -98,12 +128,15 @@ pub(crate) fn reports(shared: &Shared, engine: Option<&Engine>, now: Instant) ->
                         passive_faults: st.passive_faults,
                         last_error: st.last_error.as_ref().map(|f| f.message.clone()),
                         error_class: st.last_error.as_ref().map(|f| f.kind.as_str()),
-                        last_state_change: engine.unix_time(st.health.last_change),
-                        last_probe: st.last_probe.map(|t| engine.unix_time(t)),
+                        last_state_change: view.unix_time(st.health.last_change),
+                        last_probe: st.last_probe.map(|t| view.unix_time(t)),
                         last_good_probe_age: st
                             .health
                             .last_good
                             .map(|t| now.saturating_duration_since(t).as_secs_f64()),
+                        prober_pid: view.prober_pid,
+                        shared: view.shared,
+                        snapshot_age: view.snapshot_age,
                     })
                 }
                 _ => None,

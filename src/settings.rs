@@ -82,11 +82,13 @@ pub struct Settings {
     pub cookie_max_age: u64,
     pub test_mirror: bool,
     pub test_replica_reads: bool,
+    /// `SHARE_HEALTH`: one prober per host, its health shared with the other workers.
+    pub share_health: bool,
     /// `REPLICAS` was not set: the replica was taken by the default rule.
     pub replicas_implicit: bool,
 }
 
-pub const KEYS: [&str; 14] = [
+pub const KEYS: [&str; 15] = [
     "PRIMARY",
     "REPLICAS",
     "PRIMARY_READ_WEIGHT",
@@ -101,6 +103,7 @@ pub const KEYS: [&str; 14] = [
     "COOKIE_MAX_AGE",
     "TEST_MIRROR",
     "TEST_REPLICA_READS",
+    "SHARE_HEALTH",
 ];
 
 /// Engines whose aliases can be cluster nodes.

@@ -12,6 +12,9 @@ use crate::select::{SnapNode, Snapshot};
 /// How loud an event is; the binding maps it to a Python logging level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Severity {
+    /// Not logged: what another process's prober already logged, passed on so that
+    /// this process acts on it (closes connections, interrupts queries).
+    Silent,
     Info,
     Warning,
     Error,

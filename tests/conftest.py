@@ -17,6 +17,7 @@ constants and helpers in ``tests/support.py``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,12 @@ def pytest_configure(config: pytest.Config) -> None:
         cluster = LocalCluster()
         cluster.up()
         support.set_cluster(cluster)
+        # Shared-health files of this session (and of its subprocesses) live with the
+        # cluster and go with it, instead of accumulating in the user's directory.
+        share_dir = Path(cluster.base_dir) / "share"
+        share_dir.mkdir(mode=0o700, exist_ok=True)
+        share_dir.chmod(0o700)
+        os.environ.setdefault("REPLICA_ROUTER_SHARE_DIR", str(share_dir))
         cluster.sql("primary", f"CREATE DATABASE {UNRELATED_DB}")
         databases = support.databases(cluster)
     else:

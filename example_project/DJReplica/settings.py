@@ -159,6 +159,8 @@ REPLICA_ROUTER = {
     "PROBE_TIMEOUT": _number("DJREPLICA_PROBE_TIMEOUT", 1.0),
     "FALL": 2,
     "RISE": 2,
+    # One prober per host, its health shared by the worker processes (Linux).
+    "SHARE_HEALTH": _flag("DJREPLICA_SHARE_HEALTH", True),
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

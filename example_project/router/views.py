@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
+from django.db import router
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
@@ -69,5 +71,14 @@ def row_create(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 def cluster_status(request: HttpRequest) -> JsonResponse:
-    """What replica_router knows about each node (state, role, lag, reads routed)."""
-    return JsonResponse({"nodes": replica_router.status()})
+    """What replica_router knows about each node (state, role, lag, reads routed), as
+    seen by the worker process that answers (``pid``). ``?reads=N`` also routes N
+    reads and lists where they went (``routed``)."""
+    body: dict[str, Any] = {"pid": os.getpid(), "nodes": replica_router.status()}
+    if "reads" in request.GET:
+        try:
+            count = min(int(request.GET["reads"]), MAX_ROWS)
+        except ValueError:
+            return JsonResponse({"error": "reads must be an integer"}, status=400)
+        body["routed"] = sorted({router.db_for_read(ReplicationModel) for _ in range(count)})
+    return JsonResponse(body)

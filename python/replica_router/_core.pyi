@@ -72,6 +72,12 @@ class NodeStatus(_NodeStatusBase, total=False):
     last_state_change: float
     last_probe: float | None
     last_good_probe_age: float | None
+    #: The process that probes: this one, or (``shared``) the host's elected worker.
+    prober_pid: int
+    #: Health is shared between the host's worker processes (``SHARE_HEALTH``).
+    shared: bool
+    #: Seconds since the prober last published; ``None`` before its first publish.
+    snapshot_age: float | None
 
 class Decisions(TypedDict):
     """Reads routed in this process by reason, and writes."""
@@ -163,6 +169,9 @@ class RouterSettings:
     @property
     def test_replica_reads(self) -> bool: ...
     @property
+    def share_health(self) -> bool:
+        """``SHARE_HEALTH``: one prober per host, shared by its worker processes."""
+    @property
     def replicas_implicit(self) -> bool:
         """``REPLICAS`` was not set: the replica was taken by the default rule."""
 
@@ -227,7 +236,8 @@ class Cluster:
         """One dict per node, primary first."""
     def wait_events(self, timeout: float) -> list[tuple[int, str, str | None, State | None, bool]]:
         """Wait (GIL released) for state-change events: [(logging level, message,
-        alias or None, new state or None, interrupt in-flight connections)]."""
+        alias or None, new state or None, interrupt in-flight connections)]. Level 0:
+        not to be logged (the host's shared prober logged it)."""
     def report_fault(self, alias: str, kind: str, message: str) -> bool:
         """A real connection or query on ``alias`` failed for a node fault ``kind``:
         the node leaves reads now and is re-probed at once. Returns whether it was

@@ -150,7 +150,8 @@ def _log_events(c: _core.Cluster) -> None:
     while not c.closed:
         try:
             for level, message, alias, state, interrupt in c.wait_events(1.0):
-                logger.log(level, "%s", message)
+                if level:  # 0: already logged by the host's shared prober
+                    logger.log(level, "%s", message)
                 if alias is not None and state in (states.DOWN, states.MISCONFIGURED):
                     faults.note_down(alias)
                 if alias is not None and interrupt:

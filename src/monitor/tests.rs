@@ -16,7 +16,7 @@ fn engine(max_lag_bytes: Option<u64>) -> Arc<Engine> {
     }
     cfg.probe_interval = Duration::from_secs(3600);
     let shared = Arc::new(Shared::new(cfg));
-    let e = Engine::start(shared);
+    let e = Engine::start(shared, Arc::new(Events::default()), None, None);
     e.stop();
     e
 }
@@ -27,7 +27,7 @@ fn passive_fault_takes_node_out_now_and_rise_brings_it_back() {
     let now = Instant::now();
     e.apply(0, Ok(sample_primary(100)), Duration::ZERO, now);
     e.apply(1, Ok(sample_standby(100)), Duration::ZERO, now);
-    let _ = e.wait_events(Duration::ZERO);
+    let _ = e.events.wait(Duration::ZERO);
     let fault = Fault {
         kind: FaultKind::Timeout,
         message: "passive: connection timeout expired".into(),
@@ -38,10 +38,10 @@ fn passive_fault_takes_node_out_now_and_rise_brings_it_back() {
     for k in 0..50 {
         assert_eq!(snap.pick(now, k as f64 / 50.0).0, 0);
     }
-    let st = e.node_statuses();
+    let st = e.view(false).nodes;
     assert_eq!(st[1].health.state, State::Down);
     assert_eq!(st[1].passive_faults, 1);
-    let events = e.wait_events(Duration::ZERO);
+    let events = e.events.wait(Duration::ZERO);
     assert!(
         events.iter().any(|ev| ev.node == Some(1)
             && ev.interrupt
@@ -54,14 +54,14 @@ fn passive_fault_takes_node_out_now_and_rise_brings_it_back() {
         message: "passive: refused".into(),
     };
     assert!(!e.report_passive(1, again, now));
-    assert_eq!(e.node_statuses()[1].passive_faults, 2);
-    assert!(e.wait_events(Duration::ZERO).is_empty());
+    assert_eq!(e.view(false).nodes[1].passive_faults, 2);
+    assert!(e.events.wait(Duration::ZERO).is_empty());
     // Back only after RISE (2) good probes.
     e.apply(1, Ok(sample_standby(100)), Duration::ZERO, now);
-    assert_eq!(e.node_statuses()[1].passive_faults, 2);
-    assert_eq!(e.node_statuses()[1].health.state, State::Down);
+    assert_eq!(e.view(false).nodes[1].passive_faults, 2);
+    assert_eq!(e.view(false).nodes[1].health.state, State::Down);
     e.apply(1, Ok(sample_standby(100)), Duration::ZERO, now);
-    assert_eq!(e.node_statuses()[1].health.state, State::Up);
+    assert_eq!(e.view(false).nodes[1].health.state, State::Up);
     assert_eq!(e.shared.snapshot.load().pick(now, 0.99).0, 1);
 }
 
@@ -83,7 +83,7 @@ fn a_report_racing_with_a_publish_is_not_lost() {
     drop(guard);
     e.publish(stale, now);
     assert_eq!(e.shared.snapshot.load().pick(now, 0.99).0, 0);
-    assert_eq!(e.node_statuses()[1].health.state, State::Up);
+    assert_eq!(e.view(false).nodes[1].health.state, State::Up);
     e.apply(0, Ok(sample_primary(100)), Duration::ZERO, now);
-    assert_eq!(e.node_statuses()[1].health.state, State::Down);
+    assert_eq!(e.view(false).nodes[1].health.state, State::Down);
 }

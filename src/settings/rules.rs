@@ -224,6 +224,7 @@ pub fn build(
     };
     let test_mirror = flag("TEST_MIRROR", true)?;
     let test_replica_reads = flag("TEST_REPLICA_READS", false)?;
+    let share_health = flag("SHARE_HEALTH", true)?;
 
     let entry = |alias: &str| {
         probe_databases
@@ -256,6 +257,7 @@ pub fn build(
         cookie_max_age,
         test_mirror,
         test_replica_reads,
+        share_health,
         replicas_implicit: implicit,
     })
 }

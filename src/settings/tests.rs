@@ -116,6 +116,12 @@ fn each_family_has_its_id_and_names_key_and_value() {
             "TEST_MIRROR",
             "'yes'",
         ),
+        (
+            dict(&[("SHARE_HEALTH", Value::Int(1))]),
+            Family::Option,
+            "SHARE_HEALTH",
+            "1",
+        ),
     ];
     for (router, family, key, value) in cases {
         let e = err(router, tutorial());

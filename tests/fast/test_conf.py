@@ -101,6 +101,7 @@ BAD: list[tuple[str, dict[str, Any], dict[str, dict[str, Any]], str, str, str]] 
     ("fall-5000", {"FALL": 5000}, {}, "FALL", "5000", "E007"),
     ("interval-a-million", {"PROBE_INTERVAL": 1e6}, {}, "PROBE_INTERVAL", "1000000.0", "E007"),
     ("test-mirror-string", {"TEST_MIRROR": "yes"}, {}, "TEST_MIRROR", "'yes'", "E011"),
+    ("share-health-number", {"SHARE_HEALTH": 1}, {}, "SHARE_HEALTH", "1", "E011"),
 ]
 
 
@@ -171,7 +172,7 @@ def test_defaults_without_any_setting() -> None:
     assert set(conf.KEYS) == {
         "PRIMARY", "REPLICAS", "PRIMARY_READ_WEIGHT", "PROBE_INTERVAL", "PROBE_TIMEOUT",
         "FALL", "RISE", "MAX_LAG_SECONDS", "MAX_LAG_BYTES", "PIN_SECONDS", "COOKIE_NAME",
-        "COOKIE_MAX_AGE", "TEST_MIRROR", "TEST_REPLICA_READS",
+        "COOKIE_MAX_AGE", "TEST_MIRROR", "TEST_REPLICA_READS", "SHARE_HEALTH",
     }  # fmt: skip
 
 

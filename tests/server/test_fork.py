@@ -28,10 +28,11 @@ from typing import Any
 
 import pytest
 from django.db import router
+from django.test import override_settings
 from router.models import ReplicationModel
 
 import replica_router
-from tests.support import INTERVAL, ROUTER_SETTINGS, LocalCluster, states, wait_all_up
+from tests.support import INTERVAL, ROUTER_SETTINGS, WINDOW, LocalCluster, states, wait_all_up
 
 #: Extra time allowed on top of the protocol bound: the machine is shared and slow.
 SLACK = 1.0
@@ -141,11 +142,21 @@ def test_child_of_fork_probes_on_its_own_and_routes_normally(healthy: LocalClust
     assert all(a is not None and a < FRESH for a in ages().values()), ages()
 
 
-def test_child_of_fork_does_not_trust_inherited_state(healthy: LocalCluster) -> None:
-    """The standby is frozen right before the fork, while the parent still lists it as
-    ``up`` (detection takes a window). The child must not read from it on that inherited
-    word, neither right after the fork nor once its own probes call it down."""
-    cluster = healthy
+@pytest.fixture
+def solo_probing(healthy: LocalCluster) -> Iterator[LocalCluster]:
+    """``SHARE_HEALTH: False``: every process probes on its own (as before sharing)."""
+    with override_settings(REPLICA_ROUTER={**ROUTER_SETTINGS, "SHARE_HEALTH": False}):
+        wait_all_up()
+        assert not any(n["shared"] for n in replica_router.status())
+        yield healthy
+
+
+def test_child_of_fork_does_not_trust_inherited_state(solo_probing: LocalCluster) -> None:
+    """Without shared health: the standby is frozen right before the fork, while the
+    parent still lists it as ``up`` (detection takes a window). The child must not read
+    from it on that inherited word, neither right after the fork nor once its own
+    probes call it down."""
+    cluster = solo_probing
     wait_all_up()
     assert set(read_aliases()) == {"default", "replica"}
 
@@ -175,6 +186,33 @@ def test_child_of_fork_does_not_trust_inherited_state(healthy: LocalCluster) -> 
     assert report["states"]["replica"] == "down", report
     assert report["after_down"] == ["default"], report
     assert report["primary_age"] is not None and report["primary_age"] < FRESH, report
+
+
+def test_child_of_fork_follows_the_parents_shared_prober(healthy: LocalCluster) -> None:
+    """With shared health (the default), a forked child follows the parent's prober
+    (the parent holds the lock: the child does not probe) and sees the frozen standby
+    go down when the parent does, within the detection window."""
+    cluster = healthy
+    wait_all_up()
+    assert all(n["shared"] and n["prober_pid"] == os.getpid() for n in replica_router.status())
+
+    def child(forked_at: float) -> dict[str, Any]:
+        start = time.monotonic()
+        while states()["replica"] != "down" and time.monotonic() - start < 10:
+            time.sleep(0.005)
+        return {
+            "down_after": time.monotonic() - forked_at,
+            "probers": sorted({n["prober_pid"] for n in replica_router.status()}),
+            "after_down": sorted(set(read_aliases())),
+        }
+
+    cluster.sigstop("standby")
+    report = run_in_child(child)
+    measure.info("shared-health child: %s", report)
+    assert "error" not in report, report
+    assert report["probers"] == [os.getpid()], report
+    assert report["after_down"] == ["default"], report
+    assert report["down_after"] < WINDOW + SLACK, report
 
 
 #: Set before the pool forks, so that its workers inherit it.

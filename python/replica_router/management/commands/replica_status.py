@@ -53,6 +53,18 @@ def exit_code(nodes: list[NodeStatus]) -> int:
     return 0
 
 
+def prober_line(nodes: list[NodeStatus]) -> str:
+    """Which process probes, and how old its last published snapshot is."""
+    first = nodes[0]
+    pid = first.get("prober_pid")
+    if pid is None:
+        return "prober: not started"
+    who = "shared by this host's workers" if first.get("shared") else "this process only"
+    age = first.get("snapshot_age")
+    shown = "-" if age is None else f"{age:.3f} s"
+    return f"prober: pid {pid} ({who}), snapshot age {shown}"
+
+
 class Command(BaseCommand):
     help = "Show each database node's health, role, lag and reads, and exit non-zero if unhealthy."
 
@@ -83,6 +95,7 @@ class Command(BaseCommand):
             )
         else:
             self._table(nodes)
+            self.stdout.write(prober_line(nodes))
             verdict = {
                 0: "healthy",
                 1: "degraded: a replica is not serving reads",

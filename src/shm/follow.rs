@@ -1,0 +1,96 @@
+//! A follower's read of the segment: validated, turned into the local snapshot, and
+//! the leader's down counters into local events (for closing stale connections and
+//! interrupting in-flight queries; not logged again: the leader logged them).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::events::lock;
+use crate::health::State;
+use crate::select::Snapshot;
+use crate::step::{Event, Severity};
+
+use super::segment::{Decoded, Rejected};
+use super::{clock, Sharing};
+
+/// A segment written more than this in the future is from another boot (the
+/// monotonic clock restarts at boot): ignored.
+const FUTURE_NS: u64 = 1_000_000_000;
+
+impl Sharing {
+    /// Reads the segment once; `Err` when it must not be trusted.
+    pub(super) fn follow_once(&self) -> Result<(), String> {
+        let seg = self.segment();
+        let seq = seg.seq();
+        let unchanged = lock(&self.view).as_ref().is_some_and(|d| d.seq == seq);
+        if unchanged {
+            return Ok(());
+        }
+        let cfg = &self.shared.config;
+        let mut d = match seg.read(cfg.fall, cfg.rise) {
+            Ok(d) => d,
+            Err(Rejected::Empty | Rejected::Torn) => return Ok(()),
+            Err(Rejected::Foreign(why)) => return Err(why),
+        };
+        if d.heartbeat_ns > clock::now_ns().saturating_add(FUTURE_NS) {
+            return Ok(());
+        }
+        // Nothing stays fresh longer than the window after the leader's last publish.
+        let beat = clock::from_ns(d.heartbeat_ns);
+        let latest = beat + cfg.staleness_window();
+        for s in &mut d.snap {
+            s.fresh_until = s.fresh_until.min(latest);
+        }
+        let now = Instant::now();
+        let mut mask = 0u64;
+        for (i, c) in d.counters.iter().enumerate().take(64) {
+            let posted = self.posted[i].load(Ordering::SeqCst);
+            if posted > c.applied {
+                // Our passive fault is not applied by the leader yet: keep it out.
+                mask |= 1 << i;
+            }
+        }
+        let snapshot = Snapshot::new(d.snap.clone(), now);
+        let snapshot = if mask == 0 {
+            snapshot
+        } else {
+            snapshot.without(mask, now)
+        };
+        self.shared.snapshot.store(Arc::new(snapshot));
+        let mut view = lock(&self.view);
+        if let Some(old) = view.as_ref() {
+            self.events_between(old, &d);
+        }
+        *view = Some(d);
+        Ok(())
+    }
+
+    fn events_between(&self, old: &Decoded, new: &Decoded) {
+        let cfg = &self.shared.config;
+        for (i, (a, b)) in old.counters.iter().zip(&new.counters).enumerate() {
+            let down = b.down_epoch > a.down_epoch;
+            let interrupt = b.interrupt_epoch > a.interrupt_epoch;
+            if !down && !interrupt {
+                continue;
+            }
+            let state = match new.nodes[i].health.state {
+                State::Misconfigured => State::Misconfigured,
+                _ => State::Down,
+            };
+            let mut e = Event::about(
+                Severity::Silent,
+                format!(
+                    "{:?} is {} (seen by the shared prober, pid {})",
+                    cfg.nodes[i].alias,
+                    state.as_str(),
+                    new.leader_pid
+                ),
+                i,
+            );
+            e.state = Some(state);
+            e.interrupt = interrupt;
+            self.events.push(e);
+        }
+    }
+}
