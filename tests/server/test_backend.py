@@ -86,7 +86,10 @@ def test_read_retried_when_its_replica_connection_is_terminated(
         assert replica_router.decisions()["retried"] == before + 1
     n = node("replica")
     assert n["state"] == "down", n
-    assert n["passive_faults"] >= 1 and n["error_class"] == "admin_shutdown", n
+    # psycopg 3 reads 57P01 from the server's goodbye; psycopg2 reports the lost
+    # connection without a SQLSTATE. Either is a node fault.
+    assert n["passive_faults"] >= 1, n
+    assert n["error_class"] in ("admin_shutdown", "connection_failure"), n
     assert "passive" in n["last_error"]
     wait_until(lambda: node("replica")["state"] == "up", RISE * INTERVAL + TIMEOUT + 5)
     assert node("replica")["probes"] - probes_before >= RISE
@@ -212,7 +215,8 @@ def test_application_errors_leave_nodes_in_rotation(replica_only: LocalCluster) 
         cursor.execute("SET statement_timeout = 50")
         with pytest.raises(OperationalError) as info:
             cursor.execute("SELECT pg_sleep(1)")
-        assert getattr(info.value.__cause__, "sqlstate", None) == "57014"
+        cause = info.value.__cause__
+        assert (getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)) == "57014"
         cursor.execute("SET statement_timeout = 0")
         with pytest.raises(ProgrammingError):
             cursor.execute("SELEKT 1")
