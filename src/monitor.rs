@@ -33,6 +33,22 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Whether node `idx` takes reads (or is a fallback) in the published snapshot.
+    pub(crate) fn takes_reads(&self, idx: usize) -> bool {
+        self.snapshot
+            .load()
+            .nodes
+            .get(idx)
+            .is_some_and(|n| n.eligible || n.live)
+    }
+
+    /// Takes node `idx` out of reads in the published snapshot now (a passive fault),
+    /// until the prober publishes what it made of it.
+    pub(crate) fn exclude(&self, idx: usize, now: Instant) {
+        let bit = if idx < 64 { 1u64 << idx } else { 0 };
+        self.snapshot.rcu(|s| Arc::new(s.without(bit, now)));
+    }
+
     pub fn new(config: ClusterConfig) -> Shared {
         let weights: Vec<f64> = config.nodes.iter().map(|n| n.weight).collect();
         let reads = config
@@ -248,16 +264,9 @@ impl Engine {
         let Some(slot) = self.pending.get(idx) else {
             return false;
         };
-        let was_in_reads = self
-            .shared
-            .snapshot
-            .load()
-            .nodes
-            .get(idx)
-            .is_some_and(|n| n.eligible || n.live);
+        let was_in_reads = self.shared.takes_reads(idx);
         slot.store(Some(Arc::new(fault)));
-        let bit = if idx < 64 { 1u64 << idx } else { 0 };
-        self.shared.snapshot.rcu(|s| Arc::new(s.without(bit, now)));
+        self.shared.exclude(idx, now);
         if let Some(wake) = self.wake.get(idx) {
             wake.notify_one();
         }

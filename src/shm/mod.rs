@@ -278,16 +278,9 @@ impl Sharing {
         let Some(posted) = self.posted.get(idx) else {
             return false;
         };
-        let was_in_reads = self
-            .shared
-            .snapshot
-            .load()
-            .nodes
-            .get(idx)
-            .is_some_and(|n| n.eligible || n.live);
+        let was_in_reads = self.shared.takes_reads(idx);
         posted.store(self.segment().post_fault(idx, fault.kind), Ordering::SeqCst);
-        let bit = if idx < 64 { 1u64 << idx } else { 0 };
-        self.shared.snapshot.rcu(|s| Arc::new(s.without(bit, now)));
+        self.shared.exclude(idx, now);
         was_in_reads
     }
 
