@@ -7,7 +7,8 @@
 * ``README.md``'s Quickstart: its one settings block, appended to a project made by
   ``django-admin startproject`` (ports substituted for the session cluster's), gives
   a clean ``manage.py check``, a healthy ``replica_status`` and a routed read that
-  runs on the standby.
+  runs on the standby; with ``docs/observability.md``'s ``LOGGING`` added, the
+  standby coming up is logged at INFO.
 """
 
 from __future__ import annotations
@@ -186,7 +187,8 @@ def test_readme_quickstart_routes_a_read_to_the_standby(cluster: LocalCluster) -
     """Proves: README.md's Quickstart block, appended as written to a fresh
     ``startproject`` settings file (the session cluster's ports for 5432/5433), gives
     ``manage.py check`` with no issue, ``replica_status`` exit 0, and an ORM read routed
-    to the hot standby."""
+    to the hot standby; with the documented ``LOGGING``, the standby coming up is
+    logged at INFO."""
     quickstart = block_under("README.md", "Quickstart", "python")
     settings_block = substitute(quickstart, cluster.port("primary"), cluster.port("standby"))
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
@@ -213,8 +215,13 @@ def test_readme_quickstart_routes_a_read_to_the_standby(cluster: LocalCluster) -
         status = manage("replica_status")
         assert status.returncode == 0, (status.stdout, status.stderr)
 
+        # With docs/observability.md's LOGGING, the state changes show, INFO included.
+        logging_block = block_under("docs/observability.md", "Logging", "python")
+        settings_py.write_text(settings_py.read_text() + "\n" + logging_block)
         read = manage("shell", "-c", ROUTED_READ)
         assert read.returncode == 0, (read.stdout, read.stderr)
+        logged = [line for line in read.stderr.splitlines() if " replica_router: " in line]
+        assert any(" INFO " in line and '"replica" is up' in line for line in logged), read.stderr
         report = json.loads(read.stdout.strip().splitlines()[-1])
         assert report["in_recovery"] is True, report
         assert report["port"] == cluster.port("standby"), report
