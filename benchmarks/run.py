@@ -9,7 +9,13 @@
    with the tutorial's router (checks the node with ``cursor()`` on every read), the
    Django docs' example router, django-multidb-router, and ours.
 
-Prints two tables. Needs PostgreSQL's server binaries (see ``make bench``).
+3. Our router alone with that blackholed replica, its probes hanging until
+   PROBE_TIMEOUT: the cost of each ``db_for_read`` call (median, 99th percentile,
+   max), and how long a plain ``manage.py check`` takes (it probes the replica once,
+   bounded by PROBE_TIMEOUT). The tests assert that reads never wait on the node;
+   how fast they are is this table's job.
+
+Prints three tables. Needs PostgreSQL's server binaries (see ``make bench``).
 """
 
 from __future__ import annotations
@@ -217,12 +223,63 @@ def dead_replica(requests: int) -> list[tuple[str, list[float], int]]:
     return results
 
 
+def during_fault(calls: int) -> list[tuple[str, str]]:
+    """Our router with the blackholed replica taken out: read cost, and ``check``."""
+    from django.conf import settings
+    from django.core import checks
+    from django.db.utils import ConnectionRouter
+    from router.models import ReplicationModel
+
+    import replica_router
+    from replica_router import _runtime
+
+    interval, timeout = 0.2, 0.5
+    settings.REPLICA_ROUTER = {
+        "REPLICAS": {"dead": {"WEIGHT": 1}},
+        "PROBE_INTERVAL": interval,
+        "PROBE_TIMEOUT": timeout,
+    }
+    _runtime.reset()
+    r = ConnectionRouter(["replica_router.ReadWriteRouter"])
+    r.db_for_read(ReplicationModel)
+    time.sleep(2 * interval + timeout + 0.3)  # FALL probes timed out: the node is down
+    dead = next(n for n in replica_router.status() if n["alias"] == "dead")
+    perf = time.perf_counter_ns
+    timings: list[int] = []
+    with replica_router.unit_of_work():
+        for _ in range(calls):
+            t0 = perf()
+            r.db_for_read(ReplicationModel)
+            timings.append(perf() - t0)
+    timings.sort()
+    # The check as a fresh process runs it: with no prober of this configuration
+    # alive, it probes the blackholed replica itself (else it reads the shared health).
+    _runtime.reset()
+    started = time.perf_counter()
+    messages = [m for m in checks.run_checks() if (m.id or "").startswith("replica_router.")]
+    check_s = time.perf_counter() - started
+    _runtime.reset()
+    return [
+        ("replica state while measured", f"{dead['state']} ({dead['error_class']})"),
+        ("db_for_read median", f"{statistics.median(timings) / 1000:.2f} us"),
+        ("db_for_read 99th percentile", f"{timings[int(len(timings) * 0.99)] / 1000:.2f} us"),
+        ("db_for_read max", f"{timings[-1] / 1e6:.2f} ms"),
+        (
+            f"plain check (bound: PROBE_TIMEOUT {timeout} s + 1 s)",
+            f"{check_s:.2f} s, {', '.join(m.id or '' for m in messages) or 'no message'}",
+        ),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (median kept)")
     parser.add_argument("--calls", type=int, default=50_000, help="calls per router per round")
     parser.add_argument(
         "--requests", type=int, default=10, help="requests per router, dead replica"
+    )
+    parser.add_argument(
+        "--fault-calls", type=int, default=20_000, help="db_for_read calls timed one by one"
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "false")
@@ -255,6 +312,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {name:<44} | {statistics.median(lat):>8.1f} | {max(lat):>8.1f} | "
                 f"{failed:>3}/{len(lat):<2} |"
             )
+
+        fault = during_fault(args.fault_calls)
+        print(
+            f"\nreplica_router.ReadWriteRouter with that replica blackholed and taken out: "
+            f"{args.fault_calls} db_for_read calls timed one by one\n"
+        )
+        print(f"| {'measure':<44} | {'value':<28} |")
+        print(f"|{'-' * 46}|{'-' * 30}|")
+        for name, value in fault:
+            print(f"| {name:<44} | {value:<28} |")
     return 0
 
 

@@ -126,7 +126,7 @@ const SSLMODES: [&str; 6] = [
     "verify-ca",
     "verify-full",
 ];
-const HINT: &str = "See the settings reference in django-replica-router's README.";
+const HINT: &str = "See the settings reference in django-replica-router's docs/settings.md.";
 
 impl Value {
     pub fn repr(&self) -> String {

@@ -48,7 +48,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         messages.append(
             Error(
                 str(exc),
-                hint=exc.hint or "See the settings reference in django-replica-router's README.",
+                hint=exc.hint or "See the settings reference in django-replica-router's docs/settings.md.",
                 id=exc.check_id,
             )
         )

@@ -5,7 +5,7 @@
 - ```` (the prefix itself): the status page; staff only.
 - ``metrics/``: Prometheus text format; staff only here. For a scraper, mount
   :func:`replica_router.views.metrics` yourself with ``allowed_ips`` or
-  ``bearer_token`` (see the README).
+  ``bearer_token`` (see docs/observability.md).
 
 Names live in the ``replica_router`` namespace (``replica_router:ready``, ...).
 """

@@ -37,7 +37,7 @@ pub fn build(
                 py_list(&unknown),
                 py_list(&KEYS)
             ),
-            "Check the spelling against the settings reference in the README.",
+            "Check the spelling against the settings reference (docs/settings.md).",
         );
     }
     let get = |name: &str| router.get(name).unwrap_or(&Value::None);

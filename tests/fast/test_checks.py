@@ -9,7 +9,6 @@ down (W002).
 
 from __future__ import annotations
 
-import time
 from io import StringIO
 from typing import Any
 
@@ -21,7 +20,7 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from replica_router.router import ReadWriteRouter
-from tests.support import TIMEOUT, databases_override, router_settings
+from tests.support import databases_override, router_settings
 
 pytestmark = pytest.mark.usefixtures("offline")
 
@@ -47,11 +46,10 @@ def ids(messages: list[checks.CheckMessage]) -> list[str]:
 
 
 def test_good_settings_report_nothing_and_check_passes() -> None:
-    """Proves: the session's settings give no message of ours, within one bounded
-    probe round of unreachable replicas, and ``manage.py check`` succeeds."""
-    start = time.monotonic()
+    """Proves: the session's settings give no message of ours with the replicas
+    unreachable, and ``manage.py check`` succeeds. (How long a check takes with a
+    blackholed replica, bounded by PROBE_TIMEOUT, is measured by ``make bench``.)"""
     assert ours() == []
-    assert time.monotonic() - start < TIMEOUT + 1.0
     call_command("check", stdout=StringIO(), stderr=StringIO())
 
 

@@ -6,7 +6,8 @@ a stopped primary. Detection times are measured from the moment the fault is
 injected and recorded with ``record_property`` (they land in the JUnit XML).
 
 While a probe is failing or stuck, the read path must not notice: ``db_for_read``
-stays in the microseconds and the process's threads and file descriptors stay flat.
+never waits on I/O and the process's threads and file descriptors stay flat (how many
+microseconds a read takes is measured by ``make bench``, not asserted here).
 """
 
 from __future__ import annotations
@@ -82,13 +83,16 @@ def check_reads_stay_fast_and_resources_flat(
     """For ``FAULT_SECONDS`` of an ongoing fault: ``db_for_read`` never waits on I/O,
     and neither threads nor file descriptors pile up.
 
-    Calls are timed one by one: the median must stay under 50 us and the maximum
-    under 20 ms. On a shared 2-core machine the kernel may preempt the test thread in
-    the middle of a call for longer than that (4 ms scheduler ticks, and worse under
-    load); such a call is recognised by the thread's own context-switch counters
+    Calls are timed one by one. A call of 20 ms or more (far below PROBE_TIMEOUT, the
+    least a wait on a stuck probe would cost) must be explained by the kernel
+    preempting the test thread (4 ms scheduler ticks, worse under load on a shared
+    machine). Such a call is recognised by the thread's own context-switch counters
     (``getrusage(RUSAGE_THREAD)``): it was preempted (an involuntary switch) and never
     blocked (no voluntary switch). A call that waited on a socket, a lock or a
     condition would have blocked, so any slow call that blocked fails the test.
+    How fast a call is depends on the machine: the median and the tail are recorded
+    here and measured by ``make bench`` (``benchmarks/run.py``, "a blackholed
+    replica" table), never asserted.
 
     ``fds`` counts the descriptors that matter (the silent server's accepted sockets
     belong to the test, not to the router).
@@ -126,10 +130,8 @@ def check_reads_stay_fast_and_resources_flat(
     record("db_for_read_slow_calls", repr(slow))
     record("threads_before_max", f"{threads0}/{max_threads}")
     record("fds_before_max", f"{fds0}/{max_fds}")
-    assert median_us < 50, median_us
     blocked = [call for call in slow if call[1] > 0 or call[2] == 0]
     assert blocked == [], f"db_for_read calls of 20 ms or more that were not preemptions: {slow}"
-    assert len(slow) <= 10, slow
     assert max_threads <= threads0, (threads0, max_threads)
     assert max_fds <= fds0 + 2, (fds0, max_fds)
 
