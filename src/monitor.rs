@@ -213,7 +213,7 @@ impl Engine {
         let st = &mut *guard;
         let mut events = self.drain_passive(st, now);
         events.extend(step::observe(cfg, st, idx, outcome, latency, now));
-        self.shared.own.refresh(&st.nodes, cfg.probe_timeout);
+        self.shared.own.refresh(&st.nodes, cfg.probe_timeout, now);
         let snapshot = build_snapshot(cfg, &st.nodes, now);
         self.publish(snapshot, now);
         self.mirror(st, &events);

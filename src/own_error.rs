@@ -4,8 +4,10 @@
 //! They are never the node's fault: another process, with other credentials, may use
 //! the node well. So they are kept here, per process, never posted to the host's
 //! shared prober: the node takes no reads from this process and `status()` shows it
-//! `misconfigured` with the reason, until a probe that started after the error
-//! succeeds (the credentials or the server were fixed).
+//! `misconfigured` with the reason, for at least `HOLD` and until a probe that started
+//! after the error succeeds (the server was fixed). The hold bounds what a process
+//! whose connections fail while its probes succeed costs: one failed connection (its
+//! read retried elsewhere) and one logged error per `HOLD`, not one per probe.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -14,6 +16,9 @@ use std::time::{Duration, Instant};
 use crate::events::lock;
 use crate::probe::Fault;
 use crate::step::NodeStatus;
+
+/// The least time a node stays out of this process's reads after its login failed.
+pub(crate) const HOLD: Duration = Duration::from_secs(30);
 
 /// Per node: this process's configuration error and when it was seen.
 pub(crate) struct OwnErrors {
@@ -58,9 +63,9 @@ impl OwnErrors {
             .and_then(|m| m.as_ref().map(|(f, _)| f.clone()))
     }
 
-    /// Forgets the errors that a later good probe disproved: one that ended more than
-    /// `timeout` after the error, so it surely started after it.
-    pub(crate) fn refresh(&self, nodes: &[NodeStatus], timeout: Duration) {
+    /// Forgets the errors older than `HOLD` that a later good probe disproved: one that
+    /// ended more than `timeout` after the error, so it surely started after it.
+    pub(crate) fn refresh(&self, nodes: &[NodeStatus], timeout: Duration, now: Instant) {
         if self.mask() == 0 {
             return;
         }
@@ -68,7 +73,7 @@ impl OwnErrors {
         for (slot, node) in marks.iter_mut().zip(nodes) {
             let disproved = matches!(
                 (slot.as_ref(), node.health.last_good),
-                (Some((_, at)), Some(good)) if good > *at + timeout
+                (Some((_, at)), Some(good)) if good > *at + timeout && now >= *at + HOLD
             );
             if disproved {
                 *slot = None;
@@ -102,7 +107,7 @@ mod tests {
     }
 
     #[test]
-    fn a_mark_holds_until_a_probe_started_after_it_succeeds() {
+    fn a_mark_holds_for_hold_and_until_a_probe_started_after_it_succeeds() {
         let cfg = cluster(&[1.0, 1.0]);
         let t0 = Instant::now();
         let own = OwnErrors::new(2);
@@ -114,10 +119,13 @@ mod tests {
         let mut st = EngineState::new(&cfg, t0);
         // A good probe that may have started before the error proves nothing.
         st.nodes[1].health.last_good = Some(t0 + cfg.probe_timeout / 2);
-        own.refresh(&st.nodes, cfg.probe_timeout);
+        own.refresh(&st.nodes, cfg.probe_timeout, t0 + HOLD);
         assert_eq!(own.mask(), 0b10);
+        // A later good probe, but before the hold is over: still out.
         st.nodes[1].health.last_good = Some(t0 + cfg.probe_timeout * 2);
-        own.refresh(&st.nodes, cfg.probe_timeout);
+        own.refresh(&st.nodes, cfg.probe_timeout, t0 + HOLD / 2);
+        assert_eq!(own.mask(), 0b10);
+        own.refresh(&st.nodes, cfg.probe_timeout, t0 + HOLD);
         assert_eq!(own.mask(), 0);
         assert!(own.get(1).is_none());
     }

@@ -43,7 +43,7 @@ impl Sharing {
             s.fresh_until = s.fresh_until.min(latest);
         }
         let now = Instant::now();
-        self.shared.own.refresh(&d.nodes, cfg.probe_timeout);
+        self.shared.own.refresh(&d.nodes, cfg.probe_timeout, now);
         let mut mask = self.shared.own.mask();
         for (i, c) in d.counters.iter().enumerate().take(64) {
             let posted = self.posted[i].load(Ordering::SeqCst);
