@@ -29,3 +29,4 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         testing.check_before_test_databases()
     except SystemCheckError as exc:
         pytest.exit(f"SystemCheckError: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+    testing.install_hooks()

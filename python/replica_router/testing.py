@@ -100,7 +100,14 @@ def end_test() -> None:
 
 def install_hooks() -> None:
     """Make each test of Django's test cases (and pytest-django's, which drive the same
-    classes) end its unit of work. Only when ``django.test`` is loaded; idempotent."""
+    classes) end its unit of work. Only when ``django.test`` is loaded; idempotent.
+    Called when the cluster is built, and by the ``test`` command and the pytest
+    plugin before the tests run.
+
+    It wraps ``SimpleTestCase._post_teardown``: Django has no public per-test hook,
+    and a runner mixin (``DiscoverRunner.get_resultclass``) would ask users to set
+    ``TEST_RUNNER`` and would not reach ``--parallel`` workers, which this does. The
+    wrapper only calls ``end_test()``, which does nothing outside a test run."""
     global _hooks_installed
     testcases = sys.modules.get("django.test.testcases")
     if _hooks_installed or testcases is None:

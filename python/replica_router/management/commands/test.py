@@ -19,4 +19,5 @@ from replica_router import testing
 class Command(DjangoTestCommand):
     def handle(self, *test_labels: Any, **options: Any) -> None:
         testing.check_before_test_databases()
+        testing.install_hooks()
         super().handle(*test_labels, **options)
