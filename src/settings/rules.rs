@@ -139,11 +139,10 @@ pub fn build(
 
     if replicas.len() >= MAX_NODES {
         // Node sets are 64-bit masks throughout the core (picks, retries, sharing).
-        let n = replicas.len();
+        let (n, most) = (replicas.len(), MAX_NODES - 1);
         let msg = format!(
-            "{} has {n} replicas; at most {} are supported",
-            key("REPLICAS"),
-            MAX_NODES - 1
+            "{} lists {n} replicas; at most {most} are supported",
+            key("REPLICAS")
         );
         return fail(Family::Alias, msg, HINT);
     }
@@ -317,8 +316,7 @@ fn replicas(
                         others.len(),
                         py_list(&others)
                     ),
-                    // No alias is named as an example: which of them are standbys
-                    // is known only by asking them (`checks.py` does, and names one).
+                    // Only asking them tells which are standbys: `checks.py` does.
                     hint: format!(
                         "List the standbys of '{primary}' (aliases whose server is a hot \
                          standby of it) in {}, or \"REPLICAS\": [] for none. Aliases not \
