@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::context::RouteState;
+use crate::health::State;
 use crate::lifecycle::Lifecycle;
 use crate::monitor::Shared;
 use crate::probe::{redact, Fault, FaultKind};
@@ -18,7 +19,7 @@ use crate::py_settings::RouterSettings;
 use crate::report::reports;
 use crate::rng::uniform;
 use crate::select::{Reason, REASON_NAMES};
-use crate::step::Severity;
+use crate::step::{Event, Severity};
 
 /// Gives every `Cluster` an identity for the per-thread connection cache.
 static NEXT_CLUSTER_ID: AtomicU64 = AtomicU64::new(1);
@@ -157,6 +158,12 @@ impl Cluster {
         self.read_impl(py, Some(alias))
     }
 
+    /// The primary's alias, counting a read as `test_primary`: under a test runner
+    /// without `TEST_REPLICA_READS`, every read goes there (see `testing.readers`).
+    fn read_test_primary(&self, py: Python<'_>) -> Py<PyString> {
+        self.route(py, 0, Reason::TestPrimary)
+    }
+
     /// Where to run a read again after node faults on every alias in `tried`; `None`
     /// when nothing is left. Counted as reason `retried`.
     fn retry(&self, py: Python<'_>, tried: Vec<String>) -> PyResult<Option<Py<PyString>>> {
@@ -181,8 +188,10 @@ impl Cluster {
     }
 
     /// A real connection or query on `alias` failed for a node fault of `kind` (see
-    /// `classify_failure`): the node leaves reads now and is re-probed at once. Returns
-    /// whether the node was taking reads until now.
+    /// `classify_failure`): the node leaves reads now and is re-probed at once. For a
+    /// configuration error of this process (authentication, missing database or
+    /// privilege) the node leaves this process's reads only. Returns whether the node
+    /// was taking reads until now.
     fn report_fault(&self, alias: &str, kind: &str, message: &str) -> bool {
         self.prober.ensure_started();
         let (Some(idx), Some(kind)) = (self.index_of(alias), FaultKind::from_name(kind)) else {
@@ -193,7 +202,25 @@ impl Cluster {
             kind,
             message: format!("passive: {}", redact(message.trim(), password)),
         };
-        self.prober.report_passive(idx, fault, Instant::now())
+        let now = Instant::now();
+        if kind.is_config_error() {
+            // This process's credentials, not the node: never told to the host's
+            // shared prober, where it would take the node out for every process.
+            let was_in_reads = self.shared.takes_reads(idx);
+            let text = format!(
+                "{:?} is misconfigured for this process ({}); it takes no reads from it",
+                self.shared.config.nodes[idx].alias, fault.message
+            );
+            if self.shared.own_error(idx, fault, now) {
+                if let Some(events) = self.prober.events() {
+                    let mut e = Event::about(Severity::Error, text, idx);
+                    e.state = Some(State::Misconfigured);
+                    events.push(e);
+                }
+            }
+            return was_in_reads;
+        }
+        self.prober.report_passive(idx, fault, now)
     }
 
     /// Starts the prober if it is not running in this process (idempotent).

@@ -86,21 +86,30 @@ pub struct Fault {
 }
 
 /// Sorts the failure of a real connection or query made by Django: `Some(kind)` for a
-/// node fault (the node, not the query, failed), `None` otherwise. A statement timeout
-/// (57014) is the application's own bound, and configuration errors are reported by
-/// the prober; neither takes a node out of reads.
+/// node fault (the node, not the query, failed) or for this process's configuration
+/// error (`is_config_error`: a wrong password, a missing database or privilege),
+/// `None` otherwise. A statement timeout (57014) is the application's own bound and
+/// never takes a node out. A configuration error is only ever this process's own (see
+/// `Shared::own_error`): another process with other credentials may use the node.
 pub(crate) fn classify_passive(sqlstate: Option<&str>, message: &str) -> Option<FaultKind> {
     match sqlstate.map(str::trim).filter(|c| !c.is_empty()) {
         Some(code) => match classify_sqlstate(&SqlState::from_code(code)) {
             k @ (FaultKind::AdminShutdown
             | FaultKind::TooManyConnections
-            | FaultKind::Connection) => Some(k),
+            | FaultKind::Connection
+            | FaultKind::Authentication
+            | FaultKind::MissingDatabase
+            | FaultKind::Permission) => Some(k),
             _ => None,
         },
         None => {
-            // No SQLSTATE: the client lost or never had the connection.
+            // No SQLSTATE: the client lost or never had the connection. libpq's connect
+            // errors (psycopg's and psycopg2's) carry the server's FATAL message only as
+            // text, so a refused login is recognised by its words.
             let m = message.to_ascii_lowercase();
-            Some(if m.contains("refused") {
+            Some(if let Some(kind) = config_error_in(&m) {
+                kind
+            } else if m.contains("refused") {
                 FaultKind::Refused
             } else if m.contains("timeout") || m.contains("timed out") {
                 FaultKind::Timeout
@@ -108,6 +117,28 @@ pub(crate) fn classify_passive(sqlstate: Option<&str>, message: &str) -> Option<
                 FaultKind::Connection
             })
         }
+    }
+}
+
+/// The configuration error that a server's FATAL connect message (lowercased) names:
+/// PostgreSQL's texts for 28000/28P01, 3D000 and 42501 at login.
+fn config_error_in(m: &str) -> Option<FaultKind> {
+    const AUTH: [&str; 5] = [
+        "authentication failed",
+        "no pg_hba.conf entry",
+        "no password supplied",
+        "is not permitted to log in",
+        "password is required",
+    ];
+    if AUTH.iter().any(|a| m.contains(a)) || (m.contains("role \"") && m.contains("does not exist"))
+    {
+        Some(FaultKind::Authentication)
+    } else if m.contains("database \"") && m.contains("does not exist") {
+        Some(FaultKind::MissingDatabase)
+    } else if m.contains("permission denied for database") {
+        Some(FaultKind::Permission)
+    } else {
+        None
     }
 }
 

@@ -20,6 +20,7 @@ mod fault;
 mod health;
 mod lifecycle;
 mod monitor;
+mod own_error;
 mod probe;
 mod py_settings;
 mod report;

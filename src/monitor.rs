@@ -17,6 +17,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::config::ClusterConfig;
 use crate::events::{lock, Events};
+use crate::own_error::OwnErrors;
 use crate::probe::{Fault, FaultKind, Prober, Sample};
 use crate::report::ProberView;
 use crate::select::{Snapshot, REASON_COUNT};
@@ -30,6 +31,8 @@ pub struct Shared {
     /// Reads routed, per node and per reason.
     pub reads: Vec<[AtomicU64; REASON_COUNT]>,
     pub writes: AtomicU64,
+    /// This process's own configuration errors (never shared; see `own_error`).
+    pub(crate) own: OwnErrors,
 }
 
 impl Shared {
@@ -49,6 +52,14 @@ impl Shared {
         self.snapshot.rcu(|s| Arc::new(s.without(bit, now)));
     }
 
+    /// Node `idx` refused this process's login: out of this process's reads now and
+    /// `misconfigured` in its `status()`. True when newly so (log it once).
+    pub(crate) fn own_error(&self, idx: usize, fault: Fault, now: Instant) -> bool {
+        let new = self.own.mark(idx, fault, now);
+        self.exclude(idx, now);
+        new
+    }
+
     pub fn new(config: ClusterConfig) -> Shared {
         let weights: Vec<f64> = config.nodes.iter().map(|n| n.weight).collect();
         let reads = config
@@ -58,6 +69,7 @@ impl Shared {
             .collect();
         Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::cold(&weights, Instant::now())),
+            own: OwnErrors::new(config.nodes.len()),
             config,
             reads,
             writes: AtomicU64::new(0),
@@ -201,6 +213,7 @@ impl Engine {
         let st = &mut *guard;
         let mut events = self.drain_passive(st, now);
         events.extend(step::observe(cfg, st, idx, outcome, latency, now));
+        self.shared.own.refresh(&st.nodes, cfg.probe_timeout, now);
         let snapshot = build_snapshot(cfg, &st.nodes, now);
         self.publish(snapshot, now);
         self.mirror(st, &events);
@@ -216,7 +229,7 @@ impl Engine {
     fn publish(&self, snapshot: Snapshot, now: Instant) {
         let snapshot = Arc::new(snapshot);
         self.shared.snapshot.rcu(|_| {
-            let mask = self.pending_mask();
+            let mask = self.pending_mask() | self.shared.own.mask();
             if mask == 0 {
                 Arc::clone(&snapshot)
             } else {

@@ -141,6 +141,17 @@ pub(crate) fn reports(shared: &Shared, view: Option<&ProberView>, now: Instant) 
                 }
                 _ => None,
             };
+            let probed = match shared.own.get(i) {
+                // This process's own login failed: whatever the prober says.
+                Some(fault) => Some(Probed {
+                    state: State::Misconfigured.as_str(),
+                    stale: false,
+                    last_error: Some(fault.message),
+                    error_class: Some(fault.kind.as_str()),
+                    ..probed.unwrap_or_default()
+                }),
+                None => probed,
+            };
             NodeReport {
                 alias: node.alias.clone(),
                 configured_role: node.role.as_str(),

@@ -17,9 +17,11 @@ pub enum Reason {
     DownFallback = 7,
     /// A read run again on another node after its node failed under it.
     Retried = 8,
+    /// Under a test runner without `TEST_REPLICA_READS`: every read goes to the primary.
+    TestPrimary = 9,
 }
 
-pub const REASON_COUNT: usize = 9;
+pub const REASON_COUNT: usize = 10;
 
 pub const REASON_NAMES: [&str; REASON_COUNT] = [
     "weighted",
@@ -31,6 +33,7 @@ pub const REASON_NAMES: [&str; REASON_COUNT] = [
     "lag_fallback",
     "down_fallback",
     "retried",
+    "test_primary",
 ];
 
 /// What the pick path needs to know about one node.

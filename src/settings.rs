@@ -106,9 +106,15 @@ pub const KEYS: [&str; 15] = [
     "SHARE_HEALTH",
 ];
 
-/// Engines whose aliases can be cluster nodes.
-pub const POSTGRES_ENGINES: [&str; 3] = [
+/// A cluster's most nodes (the primary and its replicas): node sets are 64-bit masks.
+pub const MAX_NODES: usize = 64;
+
+/// Engines whose aliases can be cluster nodes (Python adds the names of backends
+/// that subclass Django's PostgreSQL one: `conf.load`).
+pub const POSTGRES_ENGINES: [&str; 4] = [
     "django.db.backends.postgresql",
+    // The name before Django 1.9, which Django still maps to its PostgreSQL backend.
+    "django.db.backends.postgresql_psycopg2",
     "django.contrib.gis.db.backends.postgis",
     "replica_router.backends.postgresql",
 ];

@@ -30,6 +30,7 @@ Reason = Literal[
     "lag_fallback",
     "down_fallback",
     "retried",
+    "test_primary",
 ]
 
 class _NodeStatusBase(TypedDict):
@@ -91,6 +92,7 @@ class Decisions(TypedDict):
     lag_fallback: int
     down_fallback: int
     retried: int
+    test_primary: int
     writes: int
 
 __version__: str
@@ -218,6 +220,9 @@ class Cluster:
         token, else a weighted pick. No I/O, no lock."""
     def read_hinted(self, alias: str) -> str:
         """``read()`` for an object loaded from ``alias`` (an ``instance`` hint)."""
+    def read_test_primary(self) -> str:
+        """The primary's alias, counting a read as ``test_primary`` (under a test
+        runner without ``TEST_REPLICA_READS``)."""
     def start(self) -> None:
         """Start the prober in this process if it is not running (idempotent)."""
     def write(self) -> str:

@@ -101,12 +101,34 @@ def get_cluster() -> _core.Cluster:
         use_readers(c, s)
         cluster = c
         testing.install_hooks()
+        _warn_if_app_missing()
         _start_log_thread(c)
         if not _atexit_registered:
             atexit.register(shutdown)
             _atexit_registered = True
         logger.debug("probing %s", ", ".join(s.aliases))
         return c
+
+
+_app_missing_logged = False
+
+
+def _warn_if_app_missing() -> None:
+    """W006, logged once per process: the router is used without its app (the checks,
+    ``replica_status``, the test mirrors and per-request units of work come with it).
+    The system checks cannot say it: they are registered by the app."""
+    global _app_missing_logged
+    from django.apps import apps
+
+    if _app_missing_logged or apps.is_installed("replica_router"):
+        return
+    _app_missing_logged = True
+    logger.warning(
+        "replica_router.W006: the router is used but 'replica_router' is not in "
+        "INSTALLED_APPS: no system checks, no replica_status command, replicas do not "
+        "mirror the primary in tests, and pins after a write are not ended with each "
+        "request. Add 'replica_router' to INSTALLED_APPS."
+    )
 
 
 def retry_alias(tried: list[str]) -> str | None:

@@ -19,6 +19,15 @@ Found by talking to the nodes:
 - W002: a node is down; ``--database``.
 - W003: a configured replica answers as a primary (promoted, or not a standby).
 - W004: a cluster alias does not use the router's database backend.
+- W005: a router listed after this one in ``DATABASE_ROUTERS`` (never consulted for
+  the cluster's models, which this router always answers for).
+- W006: the app is not in ``INSTALLED_APPS`` (logged once at the router's first use:
+  without the app, this module's checks are not registered).
+
+Under ``manage.py test`` (this app's ``test`` command) and pytest-django (the
+``replica_router`` pytest plugin), the settings errors above are raised before any
+test database is created: any of them leaves replicas without ``TEST["MIRROR"]``, so
+Django would try to create a test database on a hot standby.
 """
 
 from __future__ import annotations
@@ -45,19 +54,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     try:
         conf.load()
     except conf.SettingsError as exc:
-        messages.append(
-            Error(
-                str(exc),
-                hint=exc.hint or "See the settings reference in django-replica-router's docs/settings.md.",
-                id=exc.check_id,
-            )
-        )
+        hint = exc.hint or "See the settings reference in django-replica-router's docs/settings.md."
+        if exc.check_id == "replica_router.E003":
+            hint = _standbys_hint(hint)
+        messages.append(Error(str(exc), hint=hint, id=exc.check_id))
 
     routers = [
         r if isinstance(r, str) else f"{type(r).__module__}.{type(r).__name__}"
         for r in getattr(settings, "DATABASE_ROUTERS", [])
     ]
-    if not any(r in (ROUTER, "replica_router.router.ReadWriteRouter") for r in routers):
+    names = (ROUTER, "replica_router.router.ReadWriteRouter")
+    ours = [i for i, r in enumerate(routers) if r in names]
+    after = [r for r in routers[ours[0] + 1 :] if r not in names] if ours else []
+    if not ours:
         messages.append(
             Warning(
                 f"{ROUTER!r} is not in DATABASE_ROUTERS, so replica_router routes nothing.",
@@ -65,7 +74,63 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="replica_router.W001",
             )
         )
+    elif after:
+        messages.append(
+            Warning(
+                f"DATABASE_ROUTERS lists {after} after {ROUTER!r}, which answers for every "
+                "model: they are never consulted for reads, writes or migrations of any "
+                "model (allow_migrate is answered True on the primary for all of them)",
+                hint=f"Put {ROUTER!r} last in DATABASE_ROUTERS: the routers before it decide "
+                "first, and it routes what they leave to it.",
+                id="replica_router.W005",
+            )
+        )
     return messages
+
+
+def _standbys_hint(default: str) -> str:
+    """E003's hint, naming as an example only aliases that answer as hot standbys:
+    one bounded probe round (``PROBE_TIMEOUT`` plus 1 s at most) of every candidate."""
+    from replica_router import _core, conf
+
+    router = getattr(settings, "REPLICA_ROUTER", None)
+    if not isinstance(router, dict):
+        return default
+    dbs = conf.core_databases()
+    primary = router.get("PRIMARY") or "default"
+    others = [a for a in dbs if a != primary and conf.is_postgres_engine(dbs[a].get("ENGINE"))]
+    try:
+        trial = {**router, "REPLICAS": others, "SHARE_HEALTH": False}
+        probe = _core.Cluster(_core.RouterSettings(trial, dbs, conf.captured_databases()))
+    except Exception:  # another setting is wrong too: its own error says so
+        return default
+    nodes = _probe_once(probe, float(router.get("PROBE_TIMEOUT") or 1.0))
+    standbys = [n["alias"] for n in nodes[1:] if n.get("observed_role") == "replica"]
+    if not standbys:
+        return (
+            f"{default} None of {others} answers as a hot standby now; if {primary!r} has "
+            'no standby, set REPLICA_ROUTER["REPLICAS"] = [].'
+        )
+    example = "{" + ", ".join(f"{a!r}: {{'WEIGHT': 1}}" for a in standbys) + "}"
+    return (
+        f'{default} Of these, {standbys} answer as hot standbys: e.g. REPLICA_ROUTER = '
+        f"{{'REPLICAS': {example}}}."
+    )
+
+
+def _probe_once(probe: Any, timeout: float) -> list[Any]:
+    """Starts ``probe``, waits for one probe of every node (bounded), closes it."""
+    try:
+        probe.start()
+        # A probe ends within PROBE_TIMEOUT; the margin is for a loaded machine.
+        deadline = time.monotonic() + timeout + 1.0
+        nodes = probe.status()
+        while time.monotonic() < deadline and any(n.get("probes", 0) == 0 for n in nodes):
+            time.sleep(0.01)
+            nodes = probe.status()
+    finally:
+        probe.close()
+    return list(nodes)
 
 
 @register()
@@ -78,7 +143,7 @@ def check_backend(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         s = conf.load()
     except ImproperlyConfigured:
         return []
-    missing = [a for a in s.aliases if settings.DATABASES[a].get("ENGINE") != BACKEND]
+    missing = [a for a in s.aliases if not _routers_backend(settings.DATABASES[a].get("ENGINE"))]
     if not missing:
         return []
     return [
@@ -92,6 +157,21 @@ def check_backend(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             id="replica_router.W004",
         )
     ]
+
+
+def _routers_backend(engine: object) -> bool:
+    """Whether ``engine`` is the router's backend or a subclass of it."""
+    if engine == BACKEND:
+        return True
+    from replica_router import conf
+
+    if not conf.is_postgres_engine(engine):
+        return False
+    from django.db.utils import load_backend
+
+    from replica_router.backends.postgresql.base import DatabaseWrapper
+
+    return issubclass(load_backend(str(engine)).DatabaseWrapper, DatabaseWrapper)
 
 
 @register(Tags.database)
@@ -156,17 +236,7 @@ def check_roles(
         return []  # reported by check_settings
     if not s.replicas:
         return []
-    probe = _core.Cluster(s)
-    try:
-        probe.start()
-        # A probe ends within PROBE_TIMEOUT; the margin is for a loaded machine.
-        deadline = time.monotonic() + s.probe_timeout + 1.0
-        nodes = probe.status()
-        while time.monotonic() < deadline and any(n.get("probes", 0) == 0 for n in nodes):
-            time.sleep(0.01)
-            nodes = probe.status()
-    finally:
-        probe.close()
+    nodes = _probe_once(_core.Cluster(s), s.probe_timeout)
     messages: list[CheckMessage] = []
     for n in nodes[1:]:
         if n.get("observed_role") != PRIMARY:

@@ -21,7 +21,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from replica_router import _core
 
-__all__ = ["KEYS", "RouterSettings", "SettingsError", "load"]
+__all__ = ["KEYS", "RouterSettings", "SettingsError", "core_databases", "is_postgres_engine", "load"]
 
 #: The validated settings (a frozen class of the core).
 RouterSettings = _core.RouterSettings
@@ -51,16 +51,68 @@ def capture_databases() -> None:
     _captured_databases = copy.deepcopy(dict(settings.DATABASES))
 
 
+def captured_databases() -> dict[str, dict[str, Any]] | None:
+    """The connection settings captured at app loading (``None`` before)."""
+    return _captured_databases
+
+
 def forget_captured_databases() -> None:
     global _captured_databases
     _captured_databases = None
+
+
+#: ENGINE names the core knows as PostgreSQL (``src/settings.rs``).
+POSTGRES_ENGINES = frozenset(
+    {
+        "django.db.backends.postgresql",
+        "django.db.backends.postgresql_psycopg2",
+        "django.contrib.gis.db.backends.postgis",
+        "replica_router.backends.postgresql",
+    }
+)
+_subclass_cache: dict[str, bool] = {}
+
+
+def is_postgres_engine(engine: object) -> bool:
+    """Whether Django's ENGINE ``engine`` is PostgreSQL: one of Django's names for it,
+    or a backend whose ``DatabaseWrapper`` subclasses Django's PostgreSQL one (the
+    router's, PostGIS, a project's own). Loading the backend is what Django does
+    when the alias is first used; one that cannot be loaded is not PostgreSQL."""
+    if not isinstance(engine, str):
+        return False
+    if engine in POSTGRES_ENGINES:
+        return True
+    known = _subclass_cache.get(engine)
+    if known is None:
+        try:
+            from django.db.backends.postgresql.base import DatabaseWrapper as Postgres
+            from django.db.utils import load_backend
+
+            wrapper = load_backend(engine).DatabaseWrapper
+            known = isinstance(wrapper, type) and issubclass(wrapper, Postgres)
+        except Exception:  # not importable, or no DatabaseWrapper: not PostgreSQL
+            known = False
+        _subclass_cache[engine] = known
+    return known
+
+
+def core_databases() -> dict[str, Any]:
+    """``DATABASES`` as handed to the core: an alias whose backend subclasses Django's
+    PostgreSQL backend under a name the core does not know is given the standard
+    name (the core cannot look at Python classes)."""
+    out = dict(settings.DATABASES)
+    for alias, db in out.items():
+        engine = db.get("ENGINE") if isinstance(db, dict) else None
+        if engine not in POSTGRES_ENGINES and is_postgres_engine(engine):
+            out[alias] = {**db, "ENGINE": "django.db.backends.postgresql"}
+    return out
 
 
 def load() -> _core.RouterSettings:
     """Validates ``REPLICA_ROUTER`` against ``DATABASES``; raises ``SettingsError``."""
     router = getattr(settings, "REPLICA_ROUTER", None)
     try:
-        return _core.RouterSettings(router, dict(settings.DATABASES), _captured_databases)
+        return _core.RouterSettings(router, core_databases(), _captured_databases)
     except _core.ConfigError as exc:
         raise SettingsError(
             str(exc),

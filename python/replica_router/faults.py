@@ -57,7 +57,9 @@ def is_read_only(sql: str) -> bool:
 
 def node_fault(exc: BaseException) -> str | None:
     """The fault kind when ``exc`` (a Django ``DatabaseError`` or a driver error) says
-    the node failed; ``None`` for application and configuration errors."""
+    the node failed, or refused this process's login (a configuration error, which the
+    core keeps as this process's own: ``report`` never takes the node out for other
+    processes); ``None`` for application errors."""
     from django.db import OperationalError
 
     cause = exc.__cause__ if exc.__cause__ is not None else exc

@@ -18,7 +18,7 @@ from typing import Any, Literal, cast
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.cache import never_cache
@@ -289,7 +289,13 @@ def metrics(
         or _client_allowed(request, allowed_ips)
         or _token_ok(request, bearer_token)
     ):
-        raise PermissionDenied("metrics: staff, allowed addresses or bearer token only")
+        # A plain 403, not PermissionDenied: a scraper without its token or an
+        # anonymous visitor is no error of the site's, and Django logs an exception's
+        # traceback. Django still logs the response itself, as a warning.
+        return HttpResponseForbidden(
+            "metrics: staff, allowed addresses or bearer token only\n",
+            content_type="text/plain; charset=utf-8",
+        )
     try:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
     except ImportError:

@@ -24,9 +24,43 @@ fn passive_failures_are_node_faults_only_when_the_node_failed() {
     ] {
         assert_eq!(c(Some(app), "x"), None, "{app}");
     }
-    for config in ["28P01", "3D000", "42501"] {
-        assert_eq!(c(Some(config), "x"), None, "{config}");
+    // A configuration error is this process's own (see `own_error`), never None.
+    assert_eq!(c(Some("28P01"), "x"), Some(FaultKind::Authentication));
+    assert_eq!(c(Some("28000"), "x"), Some(FaultKind::Authentication));
+    assert_eq!(c(Some("3D000"), "x"), Some(FaultKind::MissingDatabase));
+    assert_eq!(c(Some("42501"), "x"), Some(FaultKind::Permission));
+    // psycopg's connect errors carry no SQLSTATE: the server's words are matched.
+    let at = "connection to server at \"127.0.0.1\", port 5433 failed: FATAL:  ";
+    for (text, kind) in [
+        (
+            "password authentication failed for user \"app\"",
+            FaultKind::Authentication,
+        ),
+        (
+            "no pg_hba.conf entry for host \"127.0.0.1\"",
+            FaultKind::Authentication,
+        ),
+        ("role \"nobody\" does not exist", FaultKind::Authentication),
+        (
+            "role \"app\" is not permitted to log in",
+            FaultKind::Authentication,
+        ),
+        (
+            "database \"nope\" does not exist",
+            FaultKind::MissingDatabase,
+        ),
+        (
+            "permission denied for database \"app\"",
+            FaultKind::Permission,
+        ),
+    ] {
+        assert_eq!(c(None, &format!("{at}{text}")), Some(kind), "{text}");
+        assert!(kind.is_config_error());
     }
+    assert_eq!(
+        c(None, "fe_sendauth: no password supplied"),
+        Some(FaultKind::Authentication)
+    );
     assert_eq!(
         c(
             None,

@@ -165,5 +165,6 @@ fn min_lsn_pick_only_uses_caught_up_replicas() {
 fn reason_indices_match_names() {
     assert_eq!(REASON_NAMES[Reason::DownFallback as usize], "down_fallback");
     assert_eq!(REASON_NAMES[Reason::Retried as usize], "retried");
-    assert_eq!(Reason::Retried as usize, REASON_COUNT - 1);
+    assert_eq!(REASON_NAMES[Reason::TestPrimary as usize], "test_primary");
+    assert_eq!(Reason::TestPrimary as usize, REASON_COUNT - 1);
 }

@@ -2,7 +2,7 @@
 //! probing, lag limits, the Python-side options; then the cluster as a whole.
 
 use super::{fail, integer, key, node, seconds, Family, Settings, SettingsError, Value, HINT};
-use super::{py_list, KEYS, POSTGRES_ENGINES};
+use super::{py_list, KEYS, MAX_NODES, POSTGRES_ENGINES};
 use crate::config::{ClusterConfig, Role};
 
 /// Validates `REPLICA_ROUTER` (`router`, `None` when unset) against `DATABASES`.
@@ -137,6 +137,15 @@ pub fn build(
         }
     }
 
+    if replicas.len() >= MAX_NODES {
+        // Node sets are 64-bit masks throughout the core (picks, retries, sharing).
+        let (n, most) = (replicas.len(), MAX_NODES - 1);
+        let msg = format!(
+            "{} lists {n} replicas; at most {most} are supported",
+            key("REPLICAS")
+        );
+        return fail(Family::Alias, msg, HINT);
+    }
     let primary_weight = weight(&key("PRIMARY_READ_WEIGHT"), get("PRIMARY_READ_WEIGHT"), 1.0)?;
     if primary_weight == 0.0 && replicas.iter().all(|(_, w)| *w == 0.0) {
         return fail(
@@ -307,11 +316,12 @@ fn replicas(
                         others.len(),
                         py_list(&others)
                     ),
+                    // Only asking them tells which are standbys: `checks.py` does.
                     hint: format!(
-                        "List the standbys of '{primary}', e.g. REPLICA_ROUTER = {{\"REPLICAS\": \
-                         {{'{}': {{\"WEIGHT\": 1}}}}}}, or \"REPLICAS\": [] for none. Aliases \
-                         not listed are left alone by the router.",
-                        others[0]
+                        "List the standbys of '{primary}' (aliases whose server is a hot \
+                         standby of it) in {}, or \"REPLICAS\": [] for none. Aliases not \
+                         listed are left alone by the router.",
+                        key("REPLICAS")
                     ),
                 });
             }

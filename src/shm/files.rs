@@ -1,7 +1,10 @@
-//! The shared files of one cluster: a private directory, `<key>.lock` (the election:
-//! a POSIX record lock, released by the kernel when its holder dies and not inherited
-//! by `fork()` children) and `<key>.shm` (the segment, mmap'd). Everything is checked
-//! after opening: ours (same uid), no group or other permissions, no symlink.
+//! The shared files of one cluster: a private directory, `<key>.lock` and `<key>.shm`
+//! (the segment, mmap'd). Two POSIX record locks on `<key>.lock` (released by the
+//! kernel when their holder dies, not inherited by `fork()` children): byte 0 is the
+//! election (the leader's write lock), byte 1 says "in use" (a read lock held by every
+//! process using the files, so that `housekeeping::sweep` never removes them under
+//! it). Everything is checked after opening: ours (same uid), no group or other
+//! permissions, no symlink.
 
 use std::ffi::CString;
 use std::path::PathBuf;
@@ -24,7 +27,7 @@ fn candidates() -> Vec<PathBuf> {
     out
 }
 
-fn errno_text() -> String {
+pub(super) fn errno_text() -> String {
     std::io::Error::last_os_error().to_string()
 }
 
@@ -46,7 +49,7 @@ impl Drop for Fd {
 }
 
 /// Checks that an open file is of the expected type, ours, and private.
-fn verify(fd: libc::c_int, what: &str, want_dir: bool) -> Result<libc::stat, String> {
+pub(super) fn verify(fd: libc::c_int, what: &str, want_dir: bool) -> Result<libc::stat, String> {
     // SAFETY: an all-zero stat is a valid value, filled by fstat below.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fd is open; st is a valid pointer to a stat on our stack.
@@ -84,7 +87,7 @@ fn verify(fd: libc::c_int, what: &str, want_dir: bool) -> Result<libc::stat, Str
 }
 
 /// Opens (creating it 0700 if needed) and checks the directory; returns its fd.
-fn open_dir() -> Result<(Fd, PathBuf), String> {
+pub(crate) fn open_dir() -> Result<(Fd, PathBuf), String> {
     let mut errors = Vec::new();
     for dir in candidates() {
         let path = c_path(&dir)?;
@@ -132,6 +135,65 @@ fn open_in(dir: &Fd, dir_path: &std::path::Path, name: &str) -> Result<Fd, Strin
     Ok(fd)
 }
 
+/// The byte of `<key>.lock` whose write lock is the lead.
+pub(super) const ELECTION: libc::off_t = 0;
+/// The byte of `<key>.lock` read-locked by every process using the files.
+pub(super) const IN_USE: libc::off_t = 1;
+
+/// Sets (or, with `F_UNLCK`, drops) a record lock on `len` bytes from `start`,
+/// without waiting; true on success.
+pub(super) fn lock_range(
+    fd: libc::c_int,
+    kind: libc::c_short,
+    start: libc::off_t,
+    len: libc::off_t,
+) -> bool {
+    // SAFETY: an all-zero flock is valid; the fields that matter are set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = start;
+    fl.l_len = len;
+    // SAFETY: fl is a valid flock on our stack; fd is an open descriptor.
+    unsafe { libc::fcntl(fd, libc::F_SETLK, &fl) == 0 }
+}
+
+/// Whether `fd` is still the file named `name` in `dir` (not unlinked or replaced).
+pub(super) fn still_named(dir: &Fd, fd: libc::c_int, name: &str) -> bool {
+    let Ok(c) = CString::new(name) else {
+        return false;
+    };
+    // SAFETY: all-zero stats are valid values, filled in below.
+    let (mut a, mut b): (libc::stat, libc::stat) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: fd and dir.0 are open; c is a valid C string; a, b are on our stack.
+    unsafe {
+        libc::fstat(fd, &mut a) == 0
+            && libc::fstatat(dir.0, c.as_ptr(), &mut b, libc::AT_SYMLINK_NOFOLLOW) == 0
+            && a.st_ino == b.st_ino
+            && a.st_dev == b.st_dev
+    }
+}
+
+/// Opens (creating) the lock file `name` and read-locks its in-use byte. A sweep may
+/// hold that byte for a moment and unlink the file: then try again, on the new file.
+fn open_in_use(dir: &Fd, dir_path: &std::path::Path, name: &str) -> Result<Fd, String> {
+    for _ in 0..200 {
+        let fd = open_in(dir, dir_path, name)?;
+        if lock_range(fd.0, libc::F_RDLCK as libc::c_short, IN_USE, 1)
+            && still_named(dir, fd.0, name)
+        {
+            return Ok(fd);
+        }
+        drop(fd);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Err(format!(
+        "cannot mark {} in use",
+        dir_path.join(name).display()
+    ))
+}
+
 /// The mapped segment and the election lock of one cluster in this process.
 pub(crate) struct Files {
     /// The lock file's fd, -1 once closed (`close_lock`).
@@ -149,12 +211,17 @@ unsafe impl Send for Files {}
 unsafe impl Sync for Files {}
 
 impl Files {
-    /// Opens (creating) `<key>.lock` and `<key>.shm`, sized for `words` words.
-    pub(crate) fn open(key: &str, words: usize) -> Result<Files, String> {
-        let (dir, dir_path) = open_dir()?;
-        let lock = open_in(&dir, &dir_path, &format!("{key}.lock"))?;
+    /// Opens (creating) `<key>.lock`, marks it in use, and opens `<key>.shm`, sized
+    /// for `words` words, in the directory `dir`.
+    pub(crate) fn open(
+        dir: &Fd,
+        dir_path: &std::path::Path,
+        key: &str,
+        words: usize,
+    ) -> Result<Files, String> {
+        let lock = open_in_use(dir, dir_path, &format!("{key}.lock"))?;
         let name = format!("{key}.shm");
-        let shm = open_in(&dir, &dir_path, &name)?;
+        let shm = open_in(dir, dir_path, &name)?;
         let len = words * 8;
         let st = verify(shm.0, &name, false)?;
         if (st.st_size as u64) < len as u64 {
@@ -199,15 +266,8 @@ impl Files {
     }
 
     fn set_lock(&self, kind: libc::c_short) -> bool {
-        // SAFETY: an all-zero flock is valid; the fields that matter are set below.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = kind;
-        fl.l_whence = libc::SEEK_SET as libc::c_short;
-        fl.l_start = 0;
-        fl.l_len = 0;
         let fd = self.lock.load(Ordering::SeqCst);
-        // SAFETY: fl is a valid flock on our stack; fd is open (or -1: EBADF).
-        fd >= 0 && unsafe { libc::fcntl(fd, libc::F_SETLK, &fl) == 0 }
+        fd >= 0 && lock_range(fd, kind, ELECTION, 1)
     }
 
     /// Takes the election lock without waiting: true if this process now leads.

@@ -43,7 +43,8 @@ impl Sharing {
             s.fresh_until = s.fresh_until.min(latest);
         }
         let now = Instant::now();
-        let mut mask = 0u64;
+        self.shared.own.refresh(&d.nodes, cfg.probe_timeout, now);
+        let mut mask = self.shared.own.mask();
         for (i, c) in d.counters.iter().enumerate().take(64) {
             let posted = self.posted[i].load(Ordering::SeqCst);
             if posted > c.applied {

@@ -1,12 +1,17 @@
-//! The name of a cluster's shared files: a hash of everything that changes what the
-//! prober does or publishes. Never the password (it is not hashed either: a short
-//! password could be found from the hash).
+//! The name of a cluster's shared files: a keyed digest (HMAC-SHA256) of everything
+//! that decides what the prober does or publishes, credentials included, so that
+//! processes share health only when their probes would come out the same. The key is
+//! the host user's secret (`files::secret`, 0600 in the private directory): the name
+//! cannot be used to test guesses of a password by anyone without that file.
 
 use crate::config::ClusterConfig;
 
-use super::segment::{fnv, LAYOUT};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 
-/// The text that is hashed (no secret in it).
+use super::segment::LAYOUT;
+
+/// The text that is digested besides the credentials (no secret in it).
 pub(crate) fn key_text(cfg: &ClusterConfig) -> String {
     let mut s = format!(
         "layout={LAYOUT};interval={:?};timeout={:?};fall={};rise={};lag_s={:?};lag_b={:?}",
@@ -34,13 +39,26 @@ pub(crate) fn key_text(cfg: &ClusterConfig) -> String {
     s
 }
 
-/// 128 bits of `key_text` as hex: the files' base name, and (its first half) the
-/// key in the segment's header.
-pub(crate) fn key(cfg: &ClusterConfig) -> (String, u64) {
-    let text = key_text(cfg);
-    let a = fnv(text.as_bytes(), 0xcbf2_9ce4_8422_2325);
-    let b = fnv(text.as_bytes(), 0x8422_2325_cbf2_9ce4 ^ 0x5555);
-    (format!("{a:016x}{b:016x}-v{LAYOUT}"), a)
+/// The files' base name (128 bits of the digest, as hex) and the key in the
+/// segment's header (its first 64 bits). `secret`: the host user's key.
+pub(crate) fn key(cfg: &ClusterConfig, secret: &[u8]) -> Result<(String, u64), String> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret)
+        .map_err(|_| "unusable secret".to_string())?;
+    mac.update(key_text(cfg).as_bytes());
+    for n in &cfg.nodes {
+        // Length-prefixed, so that no two credential lists digest the same bytes.
+        let password = n.password.as_deref().unwrap_or("");
+        mac.update(b"|credentials:");
+        mac.update(&(n.password.is_some() as u64).to_le_bytes());
+        mac.update(&(password.len() as u64).to_le_bytes());
+        mac.update(password.as_bytes());
+    }
+    let digest = mac.finalize().into_bytes();
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&digest[..8]);
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    // Never 0: a zero key would match a segment that was never written.
+    Ok((format!("{hex}-v{LAYOUT}"), u64::from_le_bytes(head) | 1))
 }
 
 #[cfg(test)]
@@ -48,15 +66,34 @@ mod tests {
     use super::*;
     use crate::config::tests::cluster;
 
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn k(c: &ClusterConfig) -> (String, u64) {
+        key(c, SECRET).unwrap_or_default()
+    }
+
     #[test]
-    fn key_never_holds_the_password_and_ignores_it() {
+    fn key_holds_no_password_but_changes_with_it() {
         let c = cluster(&[1.0, 1.0]);
         assert!(!key_text(&c).contains("s3cret"), "{}", key_text(&c));
+        let (name, _) = k(&c);
+        assert!(!name.contains("s3cret"));
         let mut other = c.clone();
         other.nodes[1].password = Some("another".into());
-        assert_eq!(key(&c), key(&other));
-        let (name, _) = key(&c);
-        assert!(!name.contains("s3cret"));
+        assert_ne!(k(&c), k(&other));
+        let mut none = c.clone();
+        none.nodes[1].password = None;
+        let mut empty = c.clone();
+        empty.nodes[1].password = Some(String::new());
+        assert_ne!(k(&none), k(&empty));
+        assert_eq!(k(&c), k(&c.clone()));
+    }
+
+    #[test]
+    fn key_depends_on_the_secret() {
+        let c = cluster(&[1.0, 1.0]);
+        let other = key(&c, b"another secret of the host user!").unwrap_or_default();
+        assert_ne!(k(&c), other);
     }
 
     #[test]
@@ -68,8 +105,10 @@ mod tests {
         fall.fall = 3;
         let mut weight = c.clone();
         weight.nodes[1].weight = 2.0;
-        for other in [host, fall, weight] {
-            assert_ne!(key(&c), key(&other));
+        let mut user = c.clone();
+        user.nodes[1].user = "other".into();
+        for other in [host, fall, weight, user] {
+            assert_ne!(k(&c), k(&other));
         }
     }
 }

@@ -12,6 +12,7 @@
 pub(crate) mod clock;
 mod files;
 mod follow;
+mod housekeeping;
 mod key;
 mod publish;
 mod segment;
@@ -50,6 +51,12 @@ static CLAIMS: [AtomicU64; 32] = [const { AtomicU64::new(0) }; 32];
 fn claim_value(key: u64) -> u64 {
     let generation = crate::lifecycle::FORK_GENERATION.load(Ordering::SeqCst);
     (key ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1
+}
+
+/// Whether a cluster of this process (this fork generation) uses the files of `key`.
+fn claimed_here(key: u64) -> bool {
+    let v = claim_value(key);
+    CLAIMS.iter().any(|c| c.load(Ordering::SeqCst) == v)
 }
 
 fn claim(key: u64) -> Result<usize, Off> {
@@ -97,15 +104,19 @@ impl Sharing {
         if n > MAX_NODES {
             return Err(Off::Warn(format!("more than {MAX_NODES} nodes")));
         }
-        let (name, key) = key::key(&shared.config);
+        let (dir, dir_path) = files::open_dir().map_err(Off::Warn)?;
+        let secret = housekeeping::secret(&dir, &dir_path).map_err(Off::Warn)?;
+        let (name, key) = key::key(&shared.config, &secret).map_err(Off::Warn)?;
         let slot = claim(key)?;
-        let files = match Files::open(&name, segment::words_for(n)) {
+        let files = match Files::open(&dir, &dir_path, &name, segment::words_for(n)) {
             Ok(f) => Arc::new(f),
             Err(e) => {
                 CLAIMS[slot].store(0, Ordering::SeqCst);
                 return Err(Off::Warn(e));
             }
         };
+        // Our files are in use now; those of configurations nobody uses go.
+        housekeeping::sweep(&dir, &dir_path, &claimed_here);
         let sharing = Arc::new(Sharing {
             shared,
             events,

@@ -136,3 +136,72 @@ def test_check_database_reports_unreachable_nodes_w002() -> None:
 def test_check_database_of_another_alias_probes_nothing() -> None:
     """Proves: ``check --database other`` (outside the cluster) reports nothing."""
     assert ours(databases=["other"]) == []
+
+
+def test_a_router_after_ours_is_w005() -> None:
+    """Proves: a project router listed after ours is warned about (W005), naming it
+    and saying to put ours last; listed before ours, it is not."""
+    with override_settings(DATABASE_ROUTERS=["replica_router.ReadWriteRouter", OTHER_ROUTER]):
+        warnings = ours()
+    assert ids(warnings) == ["replica_router.W005"]
+    assert OTHER_ROUTER in warnings[0].msg and "last" in (warnings[0].hint or "")
+    with override_settings(DATABASE_ROUTERS=[OTHER_ROUTER, "replica_router.ReadWriteRouter"]):
+        assert ours() == []
+
+
+@pytest.mark.parametrize(
+    "engine",
+    ["django.db.backends.postgresql_psycopg2", f"{__name__}_pgbackend"],
+    ids=["legacy-name", "subclass"],
+)
+def test_every_postgresql_engine_counts(offline: dict[str, Any], engine: str) -> None:
+    """Proves (point 4): a replica whose ENGINE is Django's legacy name
+    ``postgresql_psycopg2`` or a backend subclassing Django's PostgreSQL one is
+    PostgreSQL: no E005, and the ``REPLICAS`` default counts it (E003 with two)."""
+    import sys
+    import types
+
+    from django.db.backends.postgresql import base
+
+    module = types.ModuleType(f"{__name__}_pgbackend.base")
+    module.DatabaseWrapper = type("DatabaseWrapper", (base.DatabaseWrapper,), {})  # type: ignore[attr-defined]
+    sys.modules[f"{__name__}_pgbackend"] = types.ModuleType(f"{__name__}_pgbackend")
+    sys.modules[f"{__name__}_pgbackend.base"] = module
+    try:
+        dbs = {alias: dict(db) for alias, db in offline.items()}
+        dbs["replica"]["ENGINE"] = engine
+        with databases_override(dbs):
+            # Not the router's backend (W004), but PostgreSQL: no E005.
+            assert ids(ours()) == ["replica_router.W004"]
+        dbs["other"]["ENGINE"] = engine
+        with databases_override(dbs), override_settings(REPLICA_ROUTER={}):
+            assert ids(ours()) == ["replica_router.E003"]
+    finally:
+        del sys.modules[f"{__name__}_pgbackend.base"], sys.modules[f"{__name__}_pgbackend"]
+
+
+def test_more_than_64_nodes_is_e005(offline: dict[str, Any]) -> None:
+    """Proves (point 6): 64 replicas (65 nodes) is a settings error naming REPLICAS
+    and the limit; 63 replicas are fine."""
+    dbs = {alias: dict(db) for alias, db in offline.items()}
+    for i in range(64):
+        dbs[f"r{i}"] = dict(offline["replica"])
+    with databases_override(dbs), router_settings(REPLICAS=[f"r{i}" for i in range(64)]):
+        errors = ours()
+    assert ids(errors) == ["replica_router.E005"]
+    assert "64 replicas" in errors[0].msg and "at most 63" in errors[0].msg
+    with databases_override(dbs), router_settings(REPLICAS=[f"r{i}" for i in range(63)]):
+        from replica_router import conf
+
+        assert len(conf.load().replicas) == 63
+
+
+def test_e003_hint_names_no_alias_that_is_not_a_standby() -> None:
+    """Proves (point 5): with nothing answering (no server here), E003's hint names
+    no alias as an example standby and says how to declare none."""
+    with override_settings(REPLICA_ROUTER={}):
+        (error,) = ours()
+    assert error.id == "replica_router.E003"
+    hint = error.hint or ""
+    assert "None of ['replica', 'other'] answers as a hot standby" in hint, hint
+    assert "'WEIGHT'" not in hint and '"REPLICAS": []' in hint, hint

@@ -94,9 +94,19 @@ RULES = [
     ("57014", "canceling statement due to statement timeout", None),
     ("42601", "syntax error at or near", None),
     ("42P01", 'relation "t" does not exist', None),
-    ("28P01", "password authentication failed for user", None),
-    ("3D000", 'database "nope" does not exist', None),
-    ("42501", "permission denied", None),
+    # Configuration errors: reported, but as this process's own (never to the host's
+    # shared prober); psycopg's connect errors carry no SQLSTATE, only the words.
+    ("28P01", "password authentication failed for user", "authentication_failed"),
+    ("3D000", 'database "nope" does not exist', "database_missing"),
+    ("42501", "permission denied", "insufficient_privilege"),
+    (
+        None,
+        'connection failed: FATAL:  password authentication failed for user "app"',
+        "authentication_failed",
+    ),
+    (None, 'FATAL:  no pg_hba.conf entry for host "127.0.0.1"', "authentication_failed"),
+    (None, 'FATAL:  database "nope" does not exist', "database_missing"),
+    (None, 'FATAL:  permission denied for database "app"', "insufficient_privilege"),
 ]
 
 
@@ -104,8 +114,8 @@ RULES = [
 def test_classify_failure(sqlstate: str | None, message: str, kind: str | None) -> None:
     """Proves: admin shutdown, too many connections, refused, reset, lost and timed
     out connections are node faults; application errors (23xxx, 40001, 57014,
-    syntax, missing relation) and configuration errors (28xxx, 3D000, 42501) never
-    take a node out."""
+    syntax, missing relation) are not; configuration errors (28xxx, 3D000, 42501, and
+    their messages without a SQLSTATE) are named, to be kept as this process's own."""
     assert _core.classify_failure(sqlstate, message) == kind
 
 
@@ -119,7 +129,8 @@ def wrapped(cls: type[Exception], cause: BaseException) -> Exception:
 
 def test_node_fault_reads_django_and_driver_errors() -> None:
     """Proves: ``node_fault`` takes the SQLSTATE and message from the driver's error
-    behind Django's, so an admin shutdown is a fault and a wrong password is not;
+    behind Django's, so an admin shutdown is a fault and a wrong password is a
+    configuration error;
     only OperationalErrors can be faults, never an IntegrityError or
     ProgrammingError, whatever their message. (psycopg 3's error classes; the
     psycopg2 matrix cell proves the same on real errors in tests/server.)"""
@@ -132,7 +143,7 @@ def test_node_fault_reads_django_and_driver_errors() -> None:
     refused = psycopg.OperationalError("connection failed: Connection refused")
     assert faults.node_fault(wrapped(OperationalError, refused)) == "connection_refused"
     password = psycopg.errors.InvalidPassword("password authentication failed")
-    assert faults.node_fault(wrapped(OperationalError, password)) is None
+    assert faults.node_fault(wrapped(OperationalError, password)) == "authentication_failed"
     duplicate = psycopg.errors.UniqueViolation("server closed the connection unexpectedly")
     assert faults.node_fault(wrapped(IntegrityError, duplicate)) is None
     assert faults.node_fault(ProgrammingError("connection refused")) is None

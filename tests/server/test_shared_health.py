@@ -248,7 +248,8 @@ def test_corrupt_or_foreign_segment_is_ignored(
             sys.executable,
             "-c",
             "import fcntl, sys, time; f = open(sys.argv[1], 'r+');"
-            " fcntl.lockf(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+            # The election byte only (byte 1 says "in use", held shared by users).
+            " fcntl.lockf(f, fcntl.LOCK_EX, 1, 0); print('locked', flush=True); time.sleep(60)",
             str(lock_path),
         ],
         stdout=subprocess.PIPE,

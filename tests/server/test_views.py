@@ -224,3 +224,16 @@ def test_metrics_view_access(web: LocalCluster) -> None:
     assert anonymous.get("/metrics-token/", HTTP_AUTHORIZATION="Bearer nope").status_code == 403
     ok = anonymous.get("/metrics-token/", HTTP_AUTHORIZATION=f"Bearer {METRICS_TOKEN}")
     assert ok.status_code == 200
+
+
+def test_metrics_refusal_logs_no_traceback(
+    web: LocalCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Proves (issue 16, point 6): an anonymous request to the metrics view gets 403
+    and leaves no traceback in the log (Django logs the response as a warning only)."""
+    with caplog.at_level("WARNING", logger="django.request"):
+        assert Client().get("/replicas/metrics/").status_code == 403
+        assert Client().get("/metrics-token/").status_code == 403
+    refusals = [r for r in caplog.records if r.name == "django.request"]
+    assert refusals, "Django still logs the refused request"
+    assert all(r.exc_info is None for r in refusals), [r.getMessage() for r in refusals]
