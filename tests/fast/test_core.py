@@ -92,6 +92,7 @@ def test_reasons() -> None:
         "lag_fallback",
         "down_fallback",
         "retried",
+        "lag_tolerated",
     ]
 
 
