@@ -20,8 +20,9 @@ state. Each setting runs in a fresh gunicorn:
 
 Prints a Markdown table per phase (before, during the pause, after it): reads per
 second, the primary's reads per second and share, the oldest data a standby served
-(age of the newest row it had, at the end of each read), failed reads; and when the
-standby left reads and was back. ``--json PATH`` writes the numbers.
+(age of the newest row it had, at the end of each read) and how many of its reads
+served data older than 5 s, failed reads; and when the standby left weighted reads
+(first poll not ``up``) and was back (first poll ``up`` after the resume). ``--json PATH`` writes the numbers.
 
     python benchmarks/lag.py --runs defaults,no-ceiling
 """
@@ -47,6 +48,8 @@ from pgcluster import LocalCluster
 BEFORE, PAUSE, AFTER = 5.0, 20.0, 12.0
 WRITE_EVERY = 0.02
 PATH = "/rows/?limit=1"
+#: Data older than this (the default MAX_LAG_SECONDS) counts as stale in the table.
+STALE_S = 5.0
 
 RUNS: dict[str, tuple[str, dict[str, str]]] = {
     "defaults": ("defaults (limit 5 s, ceiling 30 s)", {}),
@@ -67,6 +70,8 @@ class Phase:
     primary: int = 0
     failed: int = 0
     oldest_standby_s: float | None = None
+    #: Reads a standby served with data older than the default MAX_LAG_SECONDS.
+    standby_over_5s: int = 0
 
     @property
     def rate(self) -> float:
@@ -218,14 +223,16 @@ def summarize(res: Result, path: Path, start: float, paused: float, resumed: flo
             elif created:
                 age = end + offset - datetime.fromisoformat(created).timestamp()
                 p.oldest_standby_s = max(p.oldest_standby_s or 0.0, age)
+                p.standby_over_5s += age > STALE_S
         res.phases[name] = p
 
 
 def table(results: list[Result]) -> str:
     lines = [
         "| setting | phase | reads/s | primary reads/s | primary share | oldest data from "
-        "standby | failed | standby left reads | standby back |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"standby | standby reads > {STALE_S:g} s old | failed | standby left reads | "
+        "standby back |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         for name in PHASES:
@@ -239,7 +246,7 @@ def table(results: list[Result]) -> str:
                 back = "-" if r.back_after_s is None else f"{r.back_after_s:.1f} s after resume"
             lines.append(
                 f"| {RUNS[r.run][0]} | {name} | {p.rate:.0f} | {p.primary_rate:.0f} | "
-                f"{share:.0%} | {oldest} | {p.failed} | {left} | {back} |"
+                f"{share:.0%} | {oldest} | {p.standby_over_5s} | {p.failed} | {left} | {back} |"
             )
     return "\n".join(lines)
 

@@ -142,6 +142,21 @@ pub fn tolerated(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) -> Vec
     out
 }
 
+/// The share of its weight a tolerated replica keeps: all of it up to
+/// `MAX_LAG_SECONDS`, then less and less, none at `LAG_CEILING_SECONDS`. Plain reads
+/// move to the primary gradually as the lag grows, not in one step, and the staler a
+/// replica, the fewer reads it serves.
+pub fn tolerated_share(cfg: &ClusterConfig, lag_seconds: Option<f64>) -> f64 {
+    let (Some(ceiling), Some(lag)) = (cfg.lag_ceiling_seconds, lag_seconds) else {
+        return 0.0;
+    };
+    let floor = cfg.max_lag_seconds.unwrap_or(0.0).min(ceiling);
+    if ceiling <= floor {
+        return 0.0;
+    }
+    ((ceiling - lag) / (ceiling - floor)).clamp(0.0, 1.0)
+}
+
 /// The herd state that goes with `tolerated` (for the log).
 pub fn herd(cfg: &ClusterConfig, nodes: &[NodeStatus], tolerated: &[bool], now: Instant) -> Herd {
     let pairs = || nodes.iter().zip(&cfg.nodes).skip(1);

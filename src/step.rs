@@ -360,8 +360,13 @@ pub fn build_snapshot(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) -
         .map(|((n, c), tolerated)| {
             let state = n.health.state;
             let role_ok = c.role == Role::Primary || !n.role_mismatch;
+            let weight = if tolerated {
+                c.weight * lag::tolerated_share(cfg, n.lag_seconds)
+            } else {
+                c.weight
+            };
             SnapNode {
-                weight: c.weight,
+                weight,
                 eligible: state == State::Up && role_ok,
                 live: state.is_live(),
                 lagging: state == State::Lagging,

@@ -180,6 +180,27 @@ fn every_replica_lagging_keeps_the_least_lagged_ones_serving_plain_reads() {
 }
 
 #[test]
+fn a_tolerated_replica_serves_less_the_staler_it_is() {
+    let cfg = defaults(&[1.0, 1.0]);
+    let share = |s: f64| tolerated_share(&cfg, Some(s));
+    assert_eq!(
+        share(0.5),
+        1.0,
+        "stopped, but not yet over the seconds limit"
+    );
+    assert_eq!(share(5.0), 1.0);
+    assert!((share(17.5) - 0.5).abs() < 1e-9);
+    assert_eq!(share(30.0), 0.0);
+    assert_eq!(share(40.0), 0.0);
+    assert_eq!(tolerated_share(&cfg, None), 0.0);
+    // The snapshot's weights follow: at about 17.5 s the replica weighs half.
+    let (cfg, st, _, now) = lagging_cluster(&[0.5], 18.0);
+    let snap = build_snapshot(&cfg, &st.nodes, now);
+    let w = snap.nodes[1].weight;
+    assert!(w > 0.4 && w < 0.6, "{w}");
+}
+
+#[test]
 fn only_replicas_near_the_least_lagged_serve() {
     let (cfg, st, _, now) = lagging_cluster(&[9.0, 1.0], 16.0);
     // Lags about 7 s and 15 s: the second is more than 5 s behind the first.
