@@ -13,7 +13,7 @@ WHEEL_STAMP   := $(VENV)/.wheel-installed
 WHEEL_SOURCES := Cargo.toml Cargo.lock pyproject.toml $(shell find src -name '*.rs') \
     $(shell find python -type f -not -path '*/__pycache__/*' -not -name '*.so')
 
-.PHONY: all demo test test-rust test-python test-fast test-server test-browser lint bench faults \
+.PHONY: all demo test test-rust test-python test-fast test-server test-browser lint bench faults lag \
         bench-shared soak wheel venv postgres clean dist test-dist test-matrix
 
 all: test
@@ -63,6 +63,11 @@ lint: $(WHEEL_STAMP)
 ## bench: router cost and dead-replica behaviour vs peers, printed as a table
 bench: wheel postgres
 	$(PY) benchmarks/run.py
+
+## lag: gunicorn + HTTP load + steady writes while the standby's replay is paused for 20 s;
+## a table per lag setting (LAG_ARGS="--runs defaults,no-ceiling --json out.json")
+lag: wheel postgres
+	$(PY) benchmarks/lag.py $(LAG_ARGS)
 
 ## faults: gunicorn + HTTP load while the standby/primary crash, restart, freeze; a table per router
 ## (FAULTS_ARGS="--faults standby-freeze --routers backend --conn-max-age 60 --json out.json")

@@ -304,6 +304,7 @@ impl Cluster {
             d.set_item("timeline", p.timeline)?;
             d.set_item("lag_bytes", p.lag_bytes)?;
             d.set_item("lag_seconds", p.lag_seconds)?;
+            d.set_item("lag_reason", p.lag_reason)?;
             d.set_item("replay_paused", p.replay_paused)?;
             d.set_item("wal_receiver_status", p.wal_receiver_status)?;
             d.set_item("current_lsn", p.current_lsn)?;

@@ -66,6 +66,9 @@ pub struct ClusterConfig {
     pub rise: u32,
     pub max_lag_seconds: Option<f64>,
     pub max_lag_bytes: Option<u64>,
+    /// While every replica is over a limit, the least-lagged ones keep serving reads
+    /// that need no fresh data up to this lag; `None`: such reads go to the primary.
+    pub lag_ceiling_seconds: Option<f64>,
 }
 
 impl ClusterConfig {
@@ -73,6 +76,12 @@ impl ClusterConfig {
     /// `FALL x PROBE_INTERVAL + PROBE_TIMEOUT`.
     pub fn staleness_window(&self) -> Duration {
         self.probe_interval * self.fall + self.probe_timeout
+    }
+
+    /// Whether any lag limit is on: then unknown lag keeps a replica out of reads, and
+    /// a standby that stopped replaying or streaming is over the limit.
+    pub fn has_lag_limit(&self) -> bool {
+        self.max_lag_seconds.is_some() || self.max_lag_bytes.is_some()
     }
 }
 
@@ -108,6 +117,7 @@ pub(crate) mod tests {
             rise: 2,
             max_lag_seconds: None,
             max_lag_bytes: None,
+            lag_ceiling_seconds: None,
         }
     }
 

@@ -35,8 +35,8 @@ impl State {
     }
 }
 
-/// Whether the last probe was over a lag limit: `None` when lag is unknown
-/// (the primary's position is not known), which never changes the lag state.
+/// Whether the last probe was over a lag limit: `None` when a limit is on and the lag
+/// is unknown (the primary's position is not known).
 pub type OverLimit = Option<bool>;
 
 /// The FALL/RISE machine of one node.
@@ -47,6 +47,9 @@ pub struct Health {
     pub fail_streak: u32,
     /// Consecutive good probes under the lag limits while `Lagging`.
     pub under_limit_streak: u32,
+    /// Since it became `Lagging`, the node was measured over a limit (not only of
+    /// unknown lag): it then needs RISE probes under the limits to come back.
+    pub measured_over: bool,
     pub last_good: Option<Instant>,
     pub last_change: Instant,
     fall: u32,
@@ -60,6 +63,7 @@ impl Health {
             ok_streak: 0,
             fail_streak: 0,
             under_limit_streak: 0,
+            measured_over: false,
             last_good: None,
             last_change: now,
             fall,
@@ -77,50 +81,57 @@ impl Health {
         Some((old, state))
     }
 
-    /// A probe answered. Returns the transition, if any.
+    /// The state a node that answers enters from `Unknown`, `Down` or `Misconfigured`:
+    /// with a limit on, a lag not known to be under it is not "within the limit", so
+    /// the node is live (a fallback while the primary is down) but out of weighted
+    /// reads until its lag is known.
+    fn entering(&mut self, over: OverLimit) -> State {
+        self.under_limit_streak = 0;
+        self.measured_over = over == Some(true);
+        if over == Some(false) {
+            State::Up
+        } else {
+            State::Lagging
+        }
+    }
+
+    /// A probe answered; `over` says whether the node is over a lag limit (`None`:
+    /// a limit is on and the lag is unknown). Returns the transition, if any.
     pub fn on_success(&mut self, over: OverLimit, now: Instant) -> Option<(State, State)> {
         self.fail_streak = 0;
         self.ok_streak = self.ok_streak.saturating_add(1);
         self.last_good = Some(now);
-        let lagging_now = over == Some(true);
         match self.state {
             // A fresh process must not wait RISE intervals to use a node it has never
             // seen fail; RISE guards against flapping of a node that did fail.
             State::Unknown => {
-                self.under_limit_streak = 0;
-                self.set(
-                    if lagging_now {
-                        State::Lagging
-                    } else {
-                        State::Up
-                    },
-                    now,
-                )
+                let to = self.entering(over);
+                self.set(to, now)
             }
             State::Down | State::Misconfigured => {
                 if self.ok_streak >= self.rise {
-                    self.under_limit_streak = 0;
-                    self.set(
-                        if lagging_now {
-                            State::Lagging
-                        } else {
-                            State::Up
-                        },
-                        now,
-                    )
+                    let to = self.entering(over);
+                    self.set(to, now)
                 } else {
                     None
                 }
             }
+            // Unknown lag (the primary cannot be probed) keeps an up replica up: it
+            // has everything it was last known to lack, and the primary's own reads
+            // are failing.
             State::Up => {
-                if lagging_now {
+                if over == Some(true) {
                     self.under_limit_streak = 0;
+                    self.measured_over = true;
                     self.set(State::Lagging, now)
                 } else {
                     None
                 }
             }
             State::Lagging => match over {
+                // Hysteresis guards against flapping around a limit; a node whose
+                // lag was only unknown has no limit to flap around.
+                Some(false) if !self.measured_over => self.set(State::Up, now),
                 Some(false) => {
                     self.under_limit_streak += 1;
                     if self.under_limit_streak >= self.rise {
@@ -131,11 +142,21 @@ impl Health {
                 }
                 Some(true) => {
                     self.under_limit_streak = 0;
+                    self.measured_over = true;
                     None
                 }
                 None => None,
             },
         }
+    }
+
+    /// A probe answered while the primary has never answered yet (cold start): the lag
+    /// cannot be known, and the primary's first answer is at most an interval away, so
+    /// the node stays `Unknown` instead of showing as lagging at every start-up.
+    pub fn on_success_awaiting_primary(&mut self, now: Instant) {
+        self.fail_streak = 0;
+        self.ok_streak = self.ok_streak.saturating_add(1);
+        self.last_good = Some(now);
     }
 
     /// A probe failed or timed out. Returns the transition, if any.
@@ -195,6 +216,13 @@ impl WalHistory {
 
     pub fn latest(&self) -> Option<(u64, Instant)> {
         self.latest
+    }
+
+    /// Whether `lag_seconds(replayed)` is a measure, not a lower bound: the replica
+    /// has replayed at least the oldest position remembered (or everything).
+    pub fn covers(&self, replayed: u64) -> bool {
+        let caught_up = self.latest.is_some_and(|(l, _)| replayed >= l);
+        caught_up || self.samples.front().is_some_and(|&(l, _)| replayed >= l)
     }
 
     /// How long ago the primary moved past `replayed`: 0 when the replica has replayed

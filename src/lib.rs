@@ -18,6 +18,7 @@ mod django_conn;
 mod events;
 mod fault;
 mod health;
+mod lag;
 mod lifecycle;
 mod monitor;
 mod own_error;

@@ -22,8 +22,8 @@ pub struct Sample {
     pub receive_lsn: Option<u64>,
     pub replay_lsn: Option<u64>,
     pub replay_paused: bool,
-    /// `pg_stat_wal_receiver.status`; `None` when there is no receiver or the probe user
-    /// may not see it.
+    /// `pg_stat_wal_receiver.status`; `None` when there is no receiver, `"hidden"`
+    /// (`lag::RECEIVER_HIDDEN`) when the probe user may not see it.
     pub receiver_status: Option<String>,
     pub timeline: Option<u32>,
 }
@@ -48,7 +48,7 @@ const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
  pg_last_wal_receive_lsn(), \
  pg_last_wal_replay_lsn(), \
  CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END, \
- (SELECT status FROM pg_stat_wal_receiver LIMIT 1), \
+ (SELECT coalesce(status, 'hidden') FROM pg_stat_wal_receiver LIMIT 1), \
  CASE WHEN pg_is_in_recovery() \
    THEN (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1) \
    ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END";

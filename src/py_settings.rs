@@ -176,6 +176,11 @@ impl RouterSettings {
     }
 
     #[getter]
+    fn lag_ceiling_seconds(&self) -> Option<f64> {
+        self.cluster().lag_ceiling_seconds
+    }
+
+    #[getter]
     fn pin_seconds(&self) -> f64 {
         self.inner.pin_seconds
     }

@@ -63,6 +63,8 @@ pub(crate) struct Probed {
     pub timeline: Option<u32>,
     pub lag_bytes: Option<u64>,
     pub lag_seconds: Option<f64>,
+    /// Why a lagging node is out of weighted reads (`lag::cause`).
+    pub lag_reason: Option<String>,
     pub replay_paused: Option<bool>,
     pub wal_receiver_status: Option<String>,
     pub current_lsn: Option<String>,
@@ -115,6 +117,11 @@ pub(crate) fn reports(shared: &Shared, view: Option<&ProberView>, now: Instant) 
                         timeline: sample.and_then(|s| s.timeline),
                         lag_bytes: st.lag_bytes,
                         lag_seconds: st.lag_seconds,
+                        lag_reason: if stale {
+                            None
+                        } else {
+                            crate::lag::cause(cfg, st)
+                        },
                         replay_paused: sample.map(|s| s.replay_paused),
                         wal_receiver_status: sample.and_then(|s| s.receiver_status.clone()),
                         current_lsn: sample.and_then(|s| s.current_lsn).map(format_lsn),

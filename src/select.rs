@@ -19,9 +19,12 @@ pub enum Reason {
     Retried = 8,
     /// Under a test runner without `TEST_REPLICA_READS`: every read goes to the primary.
     TestPrimary = 9,
+    /// Every replica is over a lag limit: a read that needs no fresh data served by a
+    /// least-lagged replica under `LAG_CEILING_SECONDS` (the herd policy).
+    LagTolerated = 10,
 }
 
-pub const REASON_COUNT: usize = 10;
+pub const REASON_COUNT: usize = 11;
 
 pub const REASON_NAMES: [&str; REASON_COUNT] = [
     "weighted",
@@ -34,6 +37,7 @@ pub const REASON_NAMES: [&str; REASON_COUNT] = [
     "down_fallback",
     "retried",
     "test_primary",
+    "lag_tolerated",
 ];
 
 /// What the pick path needs to know about one node.
@@ -46,6 +50,9 @@ pub struct SnapNode {
     pub live: bool,
     /// Replica over a lag limit (for naming the fallback reason).
     pub lagging: bool,
+    /// Lagging, but among the least-lagged replicas under the ceiling while no replica
+    /// is eligible: takes plain reads by weight (reason `lag_tolerated`).
+    pub tolerated: bool,
     /// Both flags above hold only until this instant (last good probe + window).
     pub fresh_until: Instant,
     /// The newest WAL position it serves (replayed on a standby, current on a primary).
@@ -59,6 +66,7 @@ impl SnapNode {
             eligible: false,
             live: false,
             lagging: false,
+            tolerated: false,
             fresh_until: now,
             visible_lsn: 0,
         }
@@ -66,6 +74,10 @@ impl SnapNode {
 
     fn eligible_at(&self, now: Instant) -> bool {
         self.eligible && self.weight > 0.0 && now <= self.fresh_until
+    }
+
+    fn tolerated_at(&self, now: Instant) -> bool {
+        self.tolerated && self.weight > 0.0 && now <= self.fresh_until
     }
 
     fn live_at(&self, now: Instant) -> bool {
@@ -77,8 +89,10 @@ impl SnapNode {
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub nodes: Vec<SnapNode>,
-    /// (node, running total of weights) over eligible nodes, for the fast path.
-    cumulative: Vec<(usize, f64)>,
+    /// (node, running total of weights, reason) over the nodes that take plain reads,
+    /// for the fast path: eligible nodes, or while no replica is, the primary and the
+    /// tolerated replicas.
+    cumulative: Vec<(usize, f64, Reason)>,
     total: f64,
     /// The earliest `fresh_until` among nodes that are eligible or live; after it the
     /// snapshot's precomputed answers may be stale and the slow path re-checks.
@@ -101,12 +115,16 @@ impl Snapshot {
         // With replicas configured but none eligible, reads go to the primary as a
         // fallback (counted as such), not as a weighted pick of the primary alone.
         let replica_eligible = replica_available(&nodes, now);
+        let tolerating = !replica_eligible && nodes.iter().any(|n| n.tolerated_at(now));
         for (i, n) in nodes.iter().enumerate() {
-            if n.eligible_at(now) && (i > 0 || replica_eligible) {
+            if n.eligible_at(now) && (i > 0 || replica_eligible || tolerating) {
                 total += n.weight;
-                cumulative.push((i, total));
+                cumulative.push((i, total, Reason::Weighted));
+            } else if tolerating && n.tolerated_at(now) {
+                total += n.weight;
+                cumulative.push((i, total, Reason::LagTolerated));
             }
-            if (n.eligible || n.live) && now <= n.fresh_until {
+            if (n.eligible || n.live || n.tolerated) && now <= n.fresh_until {
                 valid_until = Some(valid_until.map_or(n.fresh_until, |v| v.min(n.fresh_until)));
             }
         }
@@ -150,13 +168,13 @@ impl Snapshot {
     fn pick_valid(&self, r: f64) -> (usize, Reason) {
         if self.total > 0.0 {
             let x = r * self.total;
-            for &(i, upto) in &self.cumulative {
+            for &(i, upto, reason) in &self.cumulative {
                 if x < upto {
-                    return (i, Reason::Weighted);
+                    return (i, reason);
                 }
             }
-            if let Some(&(i, _)) = self.cumulative.last() {
-                return (i, Reason::Weighted);
+            if let Some(&(i, _, reason)) = self.cumulative.last() {
+                return (i, reason);
             }
         }
         self.fallback
@@ -169,7 +187,50 @@ impl Snapshot {
             return self.pick_valid(r);
         }
         self.pick_where(now, r, |_| true, Reason::Weighted)
+            .or_else(|| self.pick_tolerated(now, r))
             .unwrap_or_else(|| fallback(&self.nodes, now))
+    }
+
+    /// While no replica is eligible: a weighted pick among the eligible primary and the
+    /// tolerated replicas (the herd policy); `None` when no replica is tolerated.
+    fn pick_tolerated(&self, now: Instant, r: f64) -> Option<(usize, Reason)> {
+        let weight = |i: usize, n: &SnapNode| {
+            let takes = (i == 0 && n.eligible_at(now)) || (i > 0 && n.tolerated_at(now));
+            if takes {
+                n.weight
+            } else {
+                0.0
+            }
+        };
+        let any = self.nodes.iter().skip(1).any(|n| n.tolerated_at(now));
+        let total: f64 = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| weight(i, n))
+            .sum();
+        if !any || total <= 0.0 {
+            return None;
+        }
+        let x = r * total;
+        let mut upto = 0.0;
+        let mut last = None;
+        for (i, n) in self.nodes.iter().enumerate() {
+            let w = weight(i, n);
+            if w > 0.0 {
+                upto += w;
+                let reason = if i == 0 {
+                    Reason::Weighted
+                } else {
+                    Reason::LagTolerated
+                };
+                last = Some((i, reason));
+                if x < upto {
+                    return last;
+                }
+            }
+        }
+        last
     }
 
     /// A pick among nodes that have replayed at least `min_lsn` (the primary always
@@ -236,6 +297,7 @@ impl Snapshot {
                         eligible: false,
                         live: false,
                         lagging: false,
+                        tolerated: false,
                         ..n.clone()
                     }
                 } else {

@@ -33,6 +33,7 @@ pub enum Family {
     Weight,
     /// `PROBE_INTERVAL`, `PROBE_TIMEOUT`, `FALL`, `RISE`.
     Probing,
+    /// `MAX_LAG_SECONDS`, `MAX_LAG_BYTES`, `LAG_CEILING_SECONDS`.
     LagLimit,
     Tls,
     /// A node's `HOST`, `PORT`, `NAME`, `USER`.
@@ -88,7 +89,7 @@ pub struct Settings {
     pub replicas_implicit: bool,
 }
 
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 16] = [
     "PRIMARY",
     "REPLICAS",
     "PRIMARY_READ_WEIGHT",
@@ -98,6 +99,7 @@ pub const KEYS: [&str; 15] = [
     "RISE",
     "MAX_LAG_SECONDS",
     "MAX_LAG_BYTES",
+    "LAG_CEILING_SECONDS",
     "PIN_SECONDS",
     "COOKIE_NAME",
     "COOKIE_MAX_AGE",
@@ -204,6 +206,7 @@ fn key(name: &str) -> String {
     format!("REPLICA_ROUTER[\"{name}\"]")
 }
 
+mod lag;
 mod rules;
 pub use rules::build;
 

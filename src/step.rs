@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{ClusterConfig, Role};
 use crate::health::{Health, State, WalHistory};
+use crate::lag;
 use crate::probe::{Fault, FaultKind, Sample};
 use crate::select::{SnapNode, Snapshot};
 
@@ -66,6 +67,10 @@ pub struct NodeStatus {
     pub last_error: Option<Fault>,
     pub lag_bytes: Option<u64>,
     pub lag_seconds: Option<f64>,
+    /// `lag_seconds` is a measure, not a lower bound (the replica is not behind every
+    /// position the prober remembers, as right after start-up). Only the prober's own
+    /// state has it: the shared segment carries its effect (`SnapNode::tolerated`).
+    pub lag_exact: bool,
     /// A replica that is not in recovery (promoted), or a primary that is.
     pub role_mismatch: bool,
     pub probes: u64,
@@ -79,6 +84,8 @@ pub(crate) struct EngineState {
     pub(crate) primary_wal: WalHistory,
     /// Whether "two nodes claim primary" has been reported for the current episode.
     pub(crate) split_brain_reported: bool,
+    /// Where reads go while lag keeps replicas out, as last logged.
+    pub(crate) herd: lag::Herd,
 }
 
 impl EngineState {
@@ -94,6 +101,7 @@ impl EngineState {
                 last_error: None,
                 lag_bytes: None,
                 lag_seconds: None,
+                lag_exact: false,
                 role_mismatch: false,
                 probes: 0,
                 failed_probes: 0,
@@ -104,6 +112,7 @@ impl EngineState {
             nodes,
             primary_wal: WalHistory::default(),
             split_brain_reported: false,
+            herd: lag::Herd::Normal,
         }
     }
 }
@@ -135,6 +144,7 @@ pub(crate) fn observe(
             }
             let primary_fresh = st.nodes[0].health.is_fresh(now, window)
                 && st.nodes[0].sample.as_ref().is_some_and(|s| !s.in_recovery);
+            let primary_never_answered = st.nodes[0].health.state == State::Unknown;
             let n = &mut st.nodes[idx];
             let mismatch = match node_cfg.role {
                 Role::Primary => sample.in_recovery,
@@ -162,25 +172,34 @@ pub(crate) fn observe(
                 };
                 events.push(Event::about(level, message, idx));
             }
-            let (lag_bytes, lag_seconds) = match (idx, sample.in_recovery, sample.replay_lsn) {
-                (i, true, Some(replayed)) if i > 0 && primary_fresh => {
-                    let primary_lsn = st.primary_wal.latest().map(|(l, _)| l).unwrap_or(0);
-                    (
-                        Some(primary_lsn.saturating_sub(replayed)),
-                        st.primary_wal.lag_seconds(replayed, now),
-                    )
-                }
-                _ => (None, None),
-            };
+            let (lag_bytes, lag_seconds, lag_exact) =
+                match (idx, sample.in_recovery, sample.replay_lsn) {
+                    (i, true, Some(replayed)) if i > 0 && primary_fresh => {
+                        let primary_lsn = st.primary_wal.latest().map(|(l, _)| l).unwrap_or(0);
+                        (
+                            Some(primary_lsn.saturating_sub(replayed)),
+                            st.primary_wal.lag_seconds(replayed, now),
+                            st.primary_wal.covers(replayed),
+                        )
+                    }
+                    _ => (None, None, false),
+                };
             n.lag_bytes = lag_bytes;
             n.lag_seconds = lag_seconds;
+            n.lag_exact = lag_exact;
             let over = if idx == 0 || mismatch {
                 Some(false)
             } else {
-                over_limit(cfg, lag_bytes, lag_seconds)
+                lag::over_limit(cfg, &sample, lag_bytes, lag_seconds)
             };
             n.sample = Some(sample);
-            let t = n.health.on_success(over, now);
+            let t = if over.is_none() && primary_never_answered && n.health.state == State::Unknown
+            {
+                n.health.on_success_awaiting_primary(now);
+                None
+            } else {
+                n.health.on_success(over, now)
+            };
             // Keep the error that took the node down until it is back (RISE).
             if n.health.state.is_live() {
                 n.last_error = None;
@@ -214,6 +233,7 @@ pub(crate) fn observe(
     }
 
     check_split_brain(cfg, st, &mut events);
+    check_herd(cfg, st, now, &mut events);
     events
 }
 
@@ -296,7 +316,8 @@ fn transition_event(
             format!(" {cause}: {}: {}", f.kind.as_str(), f.message)
         }
         (_, State::Lagging) => format!(
-            " (lag {} bytes, {} s)",
+            ": {} (lag {} bytes, {} s)",
+            lag::cause(cfg, n).unwrap_or_default(),
             fmt_opt(n.lag_bytes),
             n.lag_seconds
                 .map_or("unknown".into(), |s| format!("{s:.1}"))
@@ -325,35 +346,31 @@ fn transition_event(
     }
 }
 
-fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
+pub(crate) fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "unknown".into(), |v| v.to_string())
-}
-
-/// Over a lag limit? `None` when a limit is set but the lag is unknown.
-fn over_limit(cfg: &ClusterConfig, bytes: Option<u64>, seconds: Option<f64>) -> Option<bool> {
-    let mut over = false;
-    if let Some(max) = cfg.max_lag_bytes {
-        over |= bytes? > max;
-    }
-    if let Some(max) = cfg.max_lag_seconds {
-        over |= seconds? > max;
-    }
-    Some(over)
 }
 
 pub fn build_snapshot(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) -> Snapshot {
     let window = cfg.staleness_window();
+    let tolerated = lag::tolerated(cfg, nodes, now);
     let snap_nodes = nodes
         .iter()
         .zip(&cfg.nodes)
-        .map(|(n, c)| {
+        .zip(tolerated)
+        .map(|((n, c), tolerated)| {
             let state = n.health.state;
             let role_ok = c.role == Role::Primary || !n.role_mismatch;
+            let weight = if tolerated {
+                c.weight * lag::tolerated_share(cfg, n.lag_seconds)
+            } else {
+                c.weight
+            };
             SnapNode {
-                weight: c.weight,
+                weight,
                 eligible: state == State::Up && role_ok,
                 live: state.is_live(),
                 lagging: state == State::Lagging,
+                tolerated,
                 fresh_until: n.health.last_good.map_or(now, |t| t + window),
                 visible_lsn: n.sample.as_ref().and_then(Sample::visible_lsn).unwrap_or(0),
             }
@@ -361,6 +378,9 @@ pub fn build_snapshot(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) -
         .collect();
     Snapshot::new(snap_nodes, now)
 }
+
+mod herd;
+use herd::check_herd;
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -919,6 +919,22 @@ wal_retrieve_retry_interval = 500ms
         self.sql("standby", "SELECT pg_wal_replay_resume()")
         logger.info("standby replay resumed")
 
+    def stop_streaming(self) -> None:
+        """Stop the standby's WAL receiver: ``primary_conninfo`` emptied and reloaded
+        (``ALTER SYSTEM``, so ``postgresql.conf`` keeps the real value). The standby
+        keeps answering and replaying what it has, and receives nothing more."""
+        self.sql(
+            "standby", "ALTER SYSTEM SET primary_conninfo = '';\nSELECT pg_reload_conf();"
+        )
+        logger.info("standby WAL receiver stopped (primary_conninfo emptied)")
+
+    def resume_streaming(self) -> None:
+        """Undo :meth:`stop_streaming` (``ALTER SYSTEM RESET``, reload)."""
+        self.sql(
+            "standby", "ALTER SYSTEM RESET primary_conninfo;\nSELECT pg_reload_conf();"
+        )
+        logger.info("standby primary_conninfo restored")
+
     def promote(self, timeout: int = 60) -> None:
         """Promote the standby to a primary (``pg_promote()``), waiting until it is done."""
         result = self.sql(

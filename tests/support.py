@@ -194,10 +194,11 @@ def restore(cluster: LocalCluster) -> None:
     for node in NODES:
         if not cluster.is_running(node):
             cluster.start(node, wait_streaming=False)
-    try:
-        cluster.resume_replay()
-    except Exception:
-        pass
+    for undo in (cluster.resume_replay, cluster.resume_streaming):
+        try:
+            undo()
+        except Exception:
+            pass
     cluster.wait_streaming()
 
 

@@ -162,6 +162,12 @@ REPLICA_ROUTER = {
     # One prober per host, its health shared by the worker processes (Linux).
     "SHARE_HEALTH": _flag("DJREPLICA_SHARE_HEALTH", True),
 }
+# Lag settings for benchmarks/lag.py: a number, or "none" to turn one off; unset, the
+# router's defaults apply (MAX_LAG_SECONDS 5, MAX_LAG_BYTES 64 MiB, ceiling 30 s).
+for _key in ("MAX_LAG_SECONDS", "MAX_LAG_BYTES", "LAG_CEILING_SECONDS"):
+    _raw = os.environ.get(f"DJREPLICA_{_key}", "").strip()
+    if _raw:
+        REPLICA_ROUTER[_key] = None if _raw.lower() == "none" else _number(f"DJREPLICA_{_key}", 0)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # LiveServerTestCase serves static files from here (none exist; the URL must be set).

@@ -31,6 +31,7 @@ Reason = Literal[
     "down_fallback",
     "retried",
     "test_primary",
+    "lag_tolerated",
 ]
 
 class _NodeStatusBase(TypedDict):
@@ -55,6 +56,8 @@ class NodeStatus(_NodeStatusBase, total=False):
     timeline: int | None
     lag_bytes: int | None
     lag_seconds: float | None
+    #: Why a lagging node is out of weighted reads (replay paused, over a limit, ...).
+    lag_reason: str | None
     replay_paused: bool | None
     wal_receiver_status: str | None
     current_lsn: str | None
@@ -93,6 +96,8 @@ class Decisions(TypedDict):
     down_fallback: int
     retried: int
     test_primary: int
+    #: Every replica over a lag limit: read served by a least-lagged one (the herd policy).
+    lag_tolerated: int
     writes: int
 
 __version__: str
@@ -160,6 +165,10 @@ class RouterSettings:
     def max_lag_seconds(self) -> float | None: ...
     @property
     def max_lag_bytes(self) -> int | None: ...
+    @property
+    def lag_ceiling_seconds(self) -> float | None:
+        """While every replica is over a lag limit, the least-lagged ones serve reads
+        that need no fresh data up to this lag (``None``: those reads go to the primary)."""
     @property
     def pin_seconds(self) -> float: ...
     @property

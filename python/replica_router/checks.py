@@ -6,7 +6,7 @@ rules (``conf.load()``), each family with its own id:
 - E005: an alias (``PRIMARY``, ``REPLICAS``) unknown, not PostgreSQL, or listed twice.
 - E006: a weight (negative, not a number, every weight 0).
 - E007: probing (``PROBE_INTERVAL``, ``PROBE_TIMEOUT``, ``FALL``, ``RISE``).
-- E008: a lag limit (``MAX_LAG_SECONDS``, ``MAX_LAG_BYTES``).
+- E008: a lag limit (``MAX_LAG_SECONDS``, ``MAX_LAG_BYTES``, ``LAG_CEILING_SECONDS``).
 - E009: a TLS option of a node (``OPTIONS["sslmode"]``).
 - E010: a node's address (``PORT``).
 - E011: another option (``PIN_SECONDS``, ``COOKIE_*``, ``TEST_*``).

@@ -76,7 +76,8 @@ def _is_staff(request: HttpRequest) -> bool:
 def readiness(request: HttpRequest) -> JsonResponse:
     """``200 {"status": "ok"|"degraded"}`` while the primary is up, else
     ``503 {"status": "unavailable"}``. Anonymous callers get that word only; staff also
-    get each node's alias, state, roles and lag (never a host or an error text)."""
+    get each node's alias, state, roles, lag and why a lagging node is out of reads
+    (never a host or an error text)."""
     try:
         nodes = _nodes()
     except ImproperlyConfigured:
@@ -85,7 +86,15 @@ def readiness(request: HttpRequest) -> JsonResponse:
     word = overall(nodes)
     body: dict[str, Any] = {"status": word}
     if _is_staff(request):
-        keys = ("alias", "state", "configured_role", "observed_role", "lag_bytes", "lag_seconds")
+        keys = (
+            "alias",
+            "state",
+            "configured_role",
+            "observed_role",
+            "lag_bytes",
+            "lag_seconds",
+            "lag_reason",
+        )
         body["nodes"] = [{k: n.get(k) for k in keys} for n in nodes]
     return JsonResponse(body, status=503 if word == "unavailable" else 200)
 
@@ -135,6 +144,8 @@ def _row(n: dict[str, Any], now: float) -> dict[str, Any]:
         "weight": n.get("weight"),
         "lag_bytes": _bytes(n.get("lag_bytes") if live else None),
         "lag_seconds": _seconds(n.get("lag_seconds") if live else None),
+        # Why a lagging standby is out of reads (replay paused, over MAX_LAG_SECONDS...).
+        "lag_reason": n.get("lag_reason"),
         "latency": "—" if latency is None else f"{latency:.1f} ms",
         "failures": n.get("consecutive_failures", 0) or 0,
         "reads_total": n.get("reads_routed", 0),

@@ -9,7 +9,10 @@ fn unknown_becomes_up_on_first_answer_and_down_after_fall() {
     let now = t0();
     let mut h = Health::new(2, 2, now);
     assert_eq!(h.state, State::Unknown);
-    assert_eq!(h.on_success(None, now), Some((State::Unknown, State::Up)));
+    assert_eq!(
+        h.on_success(Some(false), now),
+        Some((State::Unknown, State::Up))
+    );
     assert_eq!(h.on_failure(FaultKind::Refused, now), None);
     assert_eq!(h.state, State::Up);
     assert_eq!(
@@ -71,17 +74,60 @@ fn lag_limit_has_hysteresis() {
 }
 
 #[test]
+fn unknown_lag_with_a_limit_is_live_but_not_up_and_joins_once_known() {
+    let now = t0();
+    let mut h = Health::new(2, 2, now);
+    assert_eq!(
+        h.on_success(None, now),
+        Some((State::Unknown, State::Lagging))
+    );
+    assert!(h.state.is_live(), "a fallback while the primary is down");
+    assert_eq!(h.on_success(None, now), None);
+    // Never measured over a limit: no hysteresis to wait for.
+    assert_eq!(
+        h.on_success(Some(false), now),
+        Some((State::Lagging, State::Up))
+    );
+    // An up replica whose lag becomes unknown (the primary cannot be probed) stays up.
+    assert_eq!(h.on_success(None, now), None);
+    assert_eq!(h.state, State::Up);
+}
+
+#[test]
+fn a_node_back_from_down_with_unknown_lag_is_lagging() {
+    let now = t0();
+    let mut h = Health::new(1, 1, now);
+    h.on_failure(FaultKind::Refused, now);
+    assert_eq!(h.on_success(None, now), Some((State::Down, State::Lagging)));
+    assert_eq!(h.on_success(Some(true), now), None);
+    // Measured over now: RISE (1) probe under the limit brings it back.
+    assert_eq!(
+        h.on_success(Some(false), now),
+        Some((State::Lagging, State::Up))
+    );
+}
+
+#[test]
+fn awaiting_the_primary_keeps_unknown_but_fresh() {
+    let now = t0();
+    let mut h = Health::new(2, 2, now);
+    h.on_success_awaiting_primary(now);
+    assert_eq!(h.state, State::Unknown);
+    assert!(h.is_fresh(now, Duration::from_secs(1)));
+}
+
+#[test]
 fn config_errors_are_immediate_and_recover_after_rise() {
     let now = t0();
     let mut h = Health::new(2, 2, now);
-    h.on_success(None, now);
+    h.on_success(Some(false), now);
     assert_eq!(
         h.on_failure(FaultKind::Authentication, now),
         Some((State::Up, State::Misconfigured))
     );
-    h.on_success(None, now);
+    h.on_success(Some(false), now);
     assert_eq!(h.state, State::Misconfigured);
-    h.on_success(None, now);
+    h.on_success(Some(false), now);
     assert_eq!(h.state, State::Up);
 }
 
@@ -90,7 +136,7 @@ fn staleness() {
     let now = t0();
     let mut h = Health::new(2, 2, now);
     assert!(!h.is_fresh(now, Duration::from_secs(3)));
-    h.on_success(None, now);
+    h.on_success(Some(false), now);
     assert!(h.is_fresh(now + Duration::from_secs(3), Duration::from_secs(3)));
     assert!(!h.is_fresh(now + Duration::from_millis(3001), Duration::from_secs(3)));
 }

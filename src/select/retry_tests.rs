@@ -7,6 +7,7 @@ fn node(weight: f64, up: bool, now: Instant, lsn: u64) -> SnapNode {
         eligible: up,
         live: up,
         lagging: false,
+        tolerated: false,
         fresh_until: now + Duration::from_secs(3),
         visible_lsn: lsn,
     }

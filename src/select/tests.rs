@@ -9,6 +9,7 @@ fn up(weight: f64, now: Instant, lsn: u64) -> SnapNode {
         eligible: true,
         live: true,
         lagging: false,
+        tolerated: false,
         fresh_until: now + Duration::from_secs(3),
         visible_lsn: lsn,
     }
@@ -18,6 +19,7 @@ fn lagging(weight: f64, now: Instant, lsn: u64) -> SnapNode {
     SnapNode {
         eligible: false,
         lagging: true,
+        tolerated: false,
         ..up(weight, now, lsn)
     }
 }
@@ -166,5 +168,7 @@ fn reason_indices_match_names() {
     assert_eq!(REASON_NAMES[Reason::DownFallback as usize], "down_fallback");
     assert_eq!(REASON_NAMES[Reason::Retried as usize], "retried");
     assert_eq!(REASON_NAMES[Reason::TestPrimary as usize], "test_primary");
-    assert_eq!(Reason::TestPrimary as usize, REASON_COUNT - 1);
+    assert_eq!(Reason::TestPrimary as usize, REASON_COUNT - 2);
+    assert_eq!(REASON_NAMES[Reason::LagTolerated as usize], "lag_tolerated");
+    assert_eq!(Reason::LagTolerated as usize, REASON_COUNT - 1);
 }

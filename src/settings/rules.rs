@@ -166,27 +166,7 @@ pub fn build(
     let probe_timeout = seconds("PROBE_TIMEOUT", &or("PROBE_TIMEOUT", Value::Float(1.0)))?;
     let fall = integer(Family::Probing, "FALL", &or("FALL", Value::Int(2)), 1, 1000)? as u32;
     let rise = integer(Family::Probing, "RISE", &or("RISE", Value::Int(2)), 1, 1000)? as u32;
-    let max_lag_seconds = match get("MAX_LAG_SECONDS") {
-        Value::None => None,
-        v => match v.number() {
-            Some(f) if f.is_finite() && f > 0.0 => Some(f),
-            _ => {
-                return fail(
-                    Family::LagLimit,
-                    format!(
-                        "{} must be a number > 0 or None, got {}",
-                        key("MAX_LAG_SECONDS"),
-                        v.repr()
-                    ),
-                    HINT,
-                )
-            }
-        },
-    };
-    let max_lag_bytes = match get("MAX_LAG_BYTES") {
-        Value::None => None,
-        v => Some(integer(Family::LagLimit, "MAX_LAG_BYTES", v, 1, i64::MAX)? as u64),
-    };
+    let lag = super::lag::lag_limits(router)?;
     let pin = or("PIN_SECONDS", Value::Float(5.0));
     let pin_seconds = match pin.number() {
         Some(f) if f.is_finite() && (0.0..=86_400.0).contains(&f) => f,
@@ -256,8 +236,9 @@ pub fn build(
         probe_timeout,
         fall,
         rise,
-        max_lag_seconds,
-        max_lag_bytes,
+        max_lag_seconds: lag.max_lag_seconds,
+        max_lag_bytes: lag.max_lag_bytes,
+        lag_ceiling_seconds: lag.lag_ceiling_seconds,
     };
     Ok(Settings {
         cluster,

@@ -217,3 +217,46 @@ fn python_reprs() {
     assert_eq!(Value::Float(0.25).repr(), "0.25");
     assert_eq!(Value::List(vec![s("a")]).repr(), "['a']");
 }
+
+#[test]
+fn lag_limits_are_on_by_default_and_none_turns_each_off() {
+    let c = build(&Value::None, &tutorial(), None).unwrap().cluster;
+    assert_eq!(c.max_lag_seconds, Some(5.0));
+    assert_eq!(c.max_lag_bytes, Some(64 * 1024 * 1024));
+    assert_eq!(c.lag_ceiling_seconds, Some(30.0));
+    let off = dict(&[
+        ("MAX_LAG_SECONDS", Value::None),
+        ("MAX_LAG_BYTES", Value::None),
+        ("LAG_CEILING_SECONDS", Value::None),
+    ]);
+    let c = build(&off, &tutorial(), None).unwrap().cluster;
+    assert_eq!(
+        (c.max_lag_seconds, c.max_lag_bytes, c.lag_ceiling_seconds),
+        (None, None, None)
+    );
+    assert!(!c.has_lag_limit());
+}
+
+#[test]
+fn the_ceiling_must_be_above_the_seconds_limit() {
+    let e = err(dict(&[("LAG_CEILING_SECONDS", Value::Int(5))]), tutorial());
+    assert_eq!(e.family.check_id(), "replica_router.E008");
+    assert!(
+        e.message
+            .contains("LAG_CEILING_SECONDS\"] = 5 must be greater than")
+            && e.message.contains("MAX_LAG_SECONDS\"] = 5.0 (default)"),
+        "{}",
+        e.message
+    );
+    let e = err(
+        dict(&[("LAG_CEILING_SECONDS", Value::Str("soon".into()))]),
+        tutorial(),
+    );
+    assert!(e.message.contains("'soon'"), "{}", e.message);
+    // With the seconds limit off, any ceiling is fine.
+    let ok = dict(&[
+        ("MAX_LAG_SECONDS", Value::None),
+        ("LAG_CEILING_SECONDS", Value::Int(5)),
+    ]);
+    assert!(build(&ok, &tutorial(), None).is_ok());
+}

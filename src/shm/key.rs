@@ -14,13 +14,14 @@ use super::segment::LAYOUT;
 /// The text that is digested besides the credentials (no secret in it).
 pub(crate) fn key_text(cfg: &ClusterConfig) -> String {
     let mut s = format!(
-        "layout={LAYOUT};interval={:?};timeout={:?};fall={};rise={};lag_s={:?};lag_b={:?}",
+        "layout={LAYOUT};interval={:?};timeout={:?};fall={};rise={};lag_s={:?};lag_b={:?};lag_ceiling={:?}",
         cfg.probe_interval,
         cfg.probe_timeout,
         cfg.fall,
         cfg.rise,
         cfg.max_lag_seconds,
-        cfg.max_lag_bytes
+        cfg.max_lag_bytes,
+        cfg.lag_ceiling_seconds
     );
     for n in &cfg.nodes {
         s.push_str(&format!(

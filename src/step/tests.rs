@@ -175,9 +175,10 @@ fn passive_fault_takes_node_out_and_rise_brings_it_back() {
 #[test]
 fn over_limit_unknown_when_lag_unknown() {
     let mut cfg = cluster(&[1.0, 1.0]);
-    assert_eq!(over_limit(&cfg, None, None), Some(false));
+    let s = sample_standby(100);
+    assert_eq!(lag::over_limit(&cfg, &s, None, None), Some(false));
     cfg.max_lag_seconds = Some(5.0);
-    assert_eq!(over_limit(&cfg, None, None), None);
-    assert_eq!(over_limit(&cfg, None, Some(6.0)), Some(true));
-    assert_eq!(over_limit(&cfg, None, Some(4.0)), Some(false));
+    assert_eq!(lag::over_limit(&cfg, &s, None, None), None);
+    assert_eq!(lag::over_limit(&cfg, &s, None, Some(6.0)), Some(true));
+    assert_eq!(lag::over_limit(&cfg, &s, None, Some(4.0)), Some(false));
 }

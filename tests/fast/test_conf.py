@@ -78,6 +78,8 @@ BAD: list[tuple[str, dict[str, Any], dict[str, dict[str, Any]], str, str, str]] 
     ("rise-string", {"RISE": "2"}, {}, "RISE", "'2'", "E007"),
     ("max-lag-seconds-zero", {"MAX_LAG_SECONDS": 0}, {}, "MAX_LAG_SECONDS", "0", "E008"),
     ("max-lag-bytes-zero", {"MAX_LAG_BYTES": 0}, {}, "MAX_LAG_BYTES", "0", "E008"),
+    ("ceiling-under-limit", {"LAG_CEILING_SECONDS": 2}, {}, "LAG_CEILING_SECONDS", "2", "E008"),
+    ("ceiling-text", {"LAG_CEILING_SECONDS": "1m"}, {}, "LAG_CEILING_SECONDS", "'1m'", "E008"),
     ("pin-seconds-negative", {"PIN_SECONDS": -1}, {}, "PIN_SECONDS", "-1", "E011"),
     ("cookie-name-empty", {"COOKIE_NAME": ""}, {}, "COOKIE_NAME", "''", "E011"),
     ("cookie-max-age-zero", {"COOKIE_MAX_AGE": 0}, {}, "COOKIE_MAX_AGE", "0", "E011"),
@@ -165,15 +167,28 @@ def test_defaults_without_any_setting() -> None:
     assert s.aliases == ("default", "replica")
     assert (s.primary_read_weight, s.probe_interval, s.probe_timeout) == (1.0, 1.0, 1.0)
     assert (s.fall, s.rise) == (2, 2)
-    assert s.max_lag_seconds is None and s.max_lag_bytes is None
+    # Caught up by default: a lag limit is on unless the user turns it off with None.
+    assert (s.max_lag_seconds, s.max_lag_bytes) == (5.0, 64 * 1024 * 1024)
+    assert s.lag_ceiling_seconds == 30.0
     assert s.pin_seconds == 5.0
     assert (s.cookie_name, s.cookie_max_age) == ("replica_router_lsn", 300)
     assert s.test_mirror is True and s.test_replica_reads is False
     assert set(conf.KEYS) == {
         "PRIMARY", "REPLICAS", "PRIMARY_READ_WEIGHT", "PROBE_INTERVAL", "PROBE_TIMEOUT",
-        "FALL", "RISE", "MAX_LAG_SECONDS", "MAX_LAG_BYTES", "PIN_SECONDS", "COOKIE_NAME",
-        "COOKIE_MAX_AGE", "TEST_MIRROR", "TEST_REPLICA_READS", "SHARE_HEALTH",
+        "FALL", "RISE", "MAX_LAG_SECONDS", "MAX_LAG_BYTES", "LAG_CEILING_SECONDS",
+        "PIN_SECONDS", "COOKIE_NAME", "COOKIE_MAX_AGE", "TEST_MIRROR", "TEST_REPLICA_READS",
+        "SHARE_HEALTH",
     }  # fmt: skip
+
+
+def test_none_turns_each_lag_limit_off() -> None:
+    """Proves: a lag key set to ``None`` is off (not the default), each on its own."""
+    with router_settings(MAX_LAG_SECONDS=None, MAX_LAG_BYTES=None, LAG_CEILING_SECONDS=None):
+        s = conf.load()
+    assert (s.max_lag_seconds, s.max_lag_bytes, s.lag_ceiling_seconds) == (None, None, None)
+    with router_settings(MAX_LAG_BYTES=None):
+        s = conf.load()
+    assert (s.max_lag_seconds, s.max_lag_bytes, s.lag_ceiling_seconds) == (5.0, None, 30.0)
 
 
 def test_implicit_replica_ignores_non_postgresql_aliases() -> None:

@@ -93,6 +93,7 @@ def test_reasons() -> None:
         "down_fallback",
         "retried",
         "test_primary",
+        "lag_tolerated",
     ]
 
 

@@ -6,6 +6,11 @@ stale. Each mode below writes and then reads ``N`` times (``RR_CONSISTENCY_N``,
 default 2000) and must see zero stale reads, while reads that need no fresh data
 still reach the replica for their weighted share. Measured numbers are attached to
 the test report (``user_properties``) and logged on ``tests.consistency``.
+
+A paused standby is lagging under the default lag limits (it leaves weighted reads as
+soon as the primary moves on): these tests (and ``test_async.py``) need a stale standby
+that still takes its weighted share, so ``replay_paused`` turns the limits off
+(``None``) explicitly. The defaults with a paused standby are tested in ``test_lag.py``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from tests.support import ROUTER_SETTINGS, LocalCluster, wait_all_up, wait_until
 N = int(os.environ.get("RR_CONSISTENCY_N", "2000"))
 #: Rows written and replicated before replay is paused (what "old" reads look at).
 OLD_ROWS = 20
+#: The session's settings with the lag limits off: a stale standby stays in reads.
+STALE_OK: dict[str, Any] = {**ROUTER_SETTINGS, "MAX_LAG_SECONDS": None, "MAX_LAG_BYTES": None}
 #: Default cookie name (``REPLICA_ROUTER["COOKIE_NAME"]``).
 COOKIE = "replica_router_lsn"
 
@@ -96,29 +103,31 @@ def seed_rows(count: int = OLD_ROWS) -> list[int]:
 @contextmanager
 def replay_paused(cluster: LocalCluster) -> Iterator[list[int]]:
     """Replicate a few old rows, then pause replay; yields their pks. Resumes always.
+    Runs with ``STALE_OK`` (lag limits off), so the paused standby keeps its share.
 
     Before yielding it proves the pause works: a row written after it is not on the
     standby, so a read routed there right after a write would be stale.
     """
-    old = seed_rows()
-    cluster.wait_replayed()
-    assert all(on_replica(pk) for pk in old)
-    cluster.pause_replay()
-    try:
-        with replica_router.unit_of_work():
-            fresh = create_row("fresh").pk
-        time.sleep(0.05)  # the standby receives the WAL, and must not apply it
-        assert not on_replica(fresh), "replay is paused, yet the standby has the new row"
-        wait_all_up()  # paused replay alone (no lag limit set) keeps the replica eligible
-        yield old
-    finally:
-        cluster.resume_replay()
+    with override_settings(REPLICA_ROUTER=STALE_OK):
+        old = seed_rows()
+        cluster.wait_replayed()
+        assert all(on_replica(pk) for pk in old)
+        cluster.pause_replay()
+        try:
+            with replica_router.unit_of_work():
+                fresh = create_row("fresh").pk
+            time.sleep(0.05)  # the standby receives the WAL, and must not apply it
+            assert not on_replica(fresh), "replay is paused, yet the standby has the new row"
+            wait_all_up()  # with the lag limits off, a paused standby stays eligible
+            yield old
+        finally:
+            cluster.resume_replay()
 
 
 @contextmanager
 def router_settings(**overrides: Any) -> Iterator[None]:
     """The session's router settings plus ``overrides``; waits until probes see all up."""
-    with override_settings(REPLICA_ROUTER={**ROUTER_SETTINGS, **overrides}):
+    with override_settings(REPLICA_ROUTER={**STALE_OK, **overrides}):
         wait_all_up()
         yield
 
@@ -573,7 +582,9 @@ def test_instance_hint_is_dropped_when_replica_is_not_eligible(
     from it earlier is then refreshed from the primary, not from the lagging node."""
     obj = ReplicationModel.objects.using("replica").get(pk=paused[0])
     # Not router_settings(): with a lag limit the paused replica never shows "up".
-    with override_settings(REPLICA_ROUTER={**ROUTER_SETTINGS, "MAX_LAG_BYTES": 1}):
+    # No herd policy either: with it a lagging replica still serves plain reads.
+    limits = {**STALE_OK, "MAX_LAG_BYTES": 1, "LAG_CEILING_SECONDS": None}
+    with override_settings(REPLICA_ROUTER=limits):
         seed_rows(3)
 
         def replica_lagging() -> bool:

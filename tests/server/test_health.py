@@ -120,9 +120,11 @@ def test_paused_replay_lags_leaves_reads_and_rises_back_with_hysteresis(
     """With replay paused while the primary writes, the replica's lag in bytes and
     seconds grows probe after probe; over the lag limit it turns ``lagging``, gets no
     reads (counted as lag fallbacks); after replay resumes it is ``up`` again, but only
-    after RISE probes under the limit."""
+    after RISE probes under the limit. The herd policy is off here (``LAG_CEILING_SECONDS``
+    None), so every read goes to the primary; ``test_lag.py`` tests it."""
     cluster = healthy
-    with override_settings(REPLICA_ROUTER={**ROUTER_SETTINGS, limit: value}):
+    limits = {**ROUTER_SETTINGS, limit: value, "LAG_CEILING_SECONDS": None}
+    with override_settings(REPLICA_ROUTER=limits):
         wait_all_up()
         cluster.wait_replayed()
         wait_until(lambda: node_status("replica")["lag_bytes"] == 0, 5)

@@ -55,6 +55,7 @@ const F_RECOVERY: u64 = 32;
 const F_PAUSED: u64 = 64;
 const F_ERROR: u64 = 128;
 const F_RECEIVER: u64 = 256;
+const F_TOLERATED: u64 = 512;
 
 const STATES: [State; 5] = [
     State::Unknown,
@@ -110,6 +111,7 @@ pub(super) fn encode_node(n: &NodeStatus, s: &SnapNode, c: Counters, block: &mut
     block[N_FLAGS] = bit(s.eligible, F_ELIGIBLE)
         | bit(s.live, F_LIVE)
         | bit(s.lagging, F_LAGGING)
+        | bit(s.tolerated, F_TOLERATED)
         | bit(n.role_mismatch, F_MISMATCH)
         | bit(sample.is_some(), F_SAMPLE)
         | bit(sample.is_some_and(|s| s.in_recovery), F_RECOVERY)
@@ -208,6 +210,7 @@ pub(super) fn decode_node(
         last_error,
         lag_bytes: unopt(b[N_LAG_BYTES]),
         lag_seconds: (!lag_seconds.is_nan()).then_some(lag_seconds),
+        lag_exact: false,
         role_mismatch: has(F_MISMATCH),
         probes: b[N_PROBES],
         failed_probes: b[N_FAILED],
@@ -218,6 +221,7 @@ pub(super) fn decode_node(
         eligible: has(F_ELIGIBLE),
         live: has(F_LIVE),
         lagging: has(F_LAGGING),
+        tolerated: has(F_TOLERATED),
         fresh_until: clock::from_ns(b[N_FRESH]),
         visible_lsn: b[N_VISIBLE],
     };

@@ -2,7 +2,8 @@
 
 Exit codes: 0 every node up in its configured role; 1 the primary is up but a
 replica is not (down, lagging, unknown, misconfigured or promoted); 2 the primary is
-not up. Usable as a health probe.
+not up. Usable as a health probe. A lagging replica's row says why (replay paused,
+WAL receiver not streaming, over ``MAX_LAG_SECONDS``...).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ COLUMNS = (
     ("consecutive_failures", "fails"),
     ("reads_routed", "reads"),
     ("last_error", "last error"),
+    ("lag_reason", "why lagging"),
 )
 
 
