@@ -13,7 +13,7 @@ pub const DEFAULT_MAX_LAG_SECONDS: f64 = 5.0;
 pub const DEFAULT_MAX_LAG_BYTES: u64 = 64 * 1024 * 1024;
 /// While every replica is over a limit, reads that need no fresh data still go to the
 /// least-lagged replicas until their lag reaches this many seconds.
-pub const DEFAULT_LAG_CEILING_SECONDS: f64 = 30.0;
+pub const DEFAULT_LAG_CEILING_SECONDS: f64 = 10.0;
 
 /// The three lag settings, validated.
 pub struct LagLimits {

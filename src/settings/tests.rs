@@ -223,7 +223,7 @@ fn lag_limits_are_on_by_default_and_none_turns_each_off() {
     let c = build(&Value::None, &tutorial(), None).unwrap().cluster;
     assert_eq!(c.max_lag_seconds, Some(5.0));
     assert_eq!(c.max_lag_bytes, Some(64 * 1024 * 1024));
-    assert_eq!(c.lag_ceiling_seconds, Some(30.0));
+    assert_eq!(c.lag_ceiling_seconds, Some(10.0));
     let off = dict(&[
         ("MAX_LAG_SECONDS", Value::None),
         ("MAX_LAG_BYTES", Value::None),

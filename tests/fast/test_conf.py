@@ -169,7 +169,7 @@ def test_defaults_without_any_setting() -> None:
     assert (s.fall, s.rise) == (2, 2)
     # Caught up by default: a lag limit is on unless the user turns it off with None.
     assert (s.max_lag_seconds, s.max_lag_bytes) == (5.0, 64 * 1024 * 1024)
-    assert s.lag_ceiling_seconds == 30.0
+    assert s.lag_ceiling_seconds == 10.0
     assert s.pin_seconds == 5.0
     assert (s.cookie_name, s.cookie_max_age) == ("replica_router_lsn", 300)
     assert s.test_mirror is True and s.test_replica_reads is False
@@ -188,7 +188,7 @@ def test_none_turns_each_lag_limit_off() -> None:
     assert (s.max_lag_seconds, s.max_lag_bytes, s.lag_ceiling_seconds) == (None, None, None)
     with router_settings(MAX_LAG_BYTES=None):
         s = conf.load()
-    assert (s.max_lag_seconds, s.max_lag_bytes, s.lag_ceiling_seconds) == (5.0, None, 30.0)
+    assert (s.max_lag_seconds, s.max_lag_bytes, s.lag_ceiling_seconds) == (5.0, None, 10.0)
 
 
 def test_implicit_replica_ignores_non_postgresql_aliases() -> None:

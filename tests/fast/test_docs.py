@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.exceptions import PermissionDenied
 from django.test import RequestFactory
 
 from tests.snippets import ROOT, block_under, blocks_under
@@ -50,8 +49,7 @@ def test_metrics_token_snippet_imports_with_the_variable_unset(
     factory = RequestFactory()
     for headers in ({}, {"HTTP_AUTHORIZATION": "Bearer "}, {"HTTP_AUTHORIZATION": "Bearer None"}):
         request = factory.get("/metrics/replicas/", **headers)
-        with pytest.raises(PermissionDenied):
-            views.metrics(request, **kwargs)
+        assert views.metrics(request, **kwargs).status_code == 403
 
 
 def test_metrics_token_snippet_opens_to_the_token(
@@ -65,8 +63,7 @@ def test_metrics_token_snippet_opens_to_the_token(
 
     factory = RequestFactory()
     wrong = factory.get("/metrics/replicas/", HTTP_AUTHORIZATION="Bearer other")
-    with pytest.raises(PermissionDenied):
-        views.metrics(wrong, **kwargs)
+    assert views.metrics(wrong, **kwargs).status_code == 403
     right = factory.get("/metrics/replicas/", HTTP_AUTHORIZATION="Bearer doc-token-123")
     response = views.metrics(right, **kwargs)
     assert response.status_code == 200
@@ -82,8 +79,6 @@ def test_address_snippet_is_a_urlconf() -> None:
 #: Pages that other branches of this release add; linked already from the index.
 PAGES_FROM_OTHER_BRANCHES = {
     "docs/roles.md",
-    "docs/lag.md",
-    "docs/testing-your-app.md",
     "docs/failover-benchmark.md",
 }
 LINK = re.compile(r"\]\(([^)\s]+)\)")

@@ -32,7 +32,7 @@ from tests.support import INTERVAL, ROUTER_SETTINGS, WINDOW, LocalCluster, wait_
 
 #: The defaults under test (asserted below, so a change of default is noticed here).
 MAX_LAG_SECONDS = 5.0
-LAG_CEILING_SECONDS = 30.0
+LAG_CEILING_SECONDS = 10.0
 #: Extra time allowed on top of any protocol bound: the machine is shared and slow.
 SLACK = 1.0
 
