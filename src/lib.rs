@@ -3,7 +3,8 @@
 //!
 //! Pure logic (`settings`, `config`, `probe`, `health`, `step`, `select`, `report`)
 //! has no Python in it and is tested with `cargo test`. The PyO3 layer binds it:
-//! `bindings` (the `Cluster` class), `py_settings` (settings in, `ConfigError` out),
+//! `bindings` (the `Cluster` class), `router` (the native base of `ReadWriteRouter`),
+//! `py_settings` (settings in, `ConfigError` out),
 //! `context` (`RouteState`), `django_conn` (Django's transaction flag), with
 //! `lifecycle` (the prober per process), `monitor` (its thread), `shm` (one prober
 //! per host, its health shared through a segment), `events` and `rng`.
@@ -24,6 +25,7 @@ mod probe;
 mod py_settings;
 mod report;
 mod rng;
+mod router;
 mod select;
 mod settings;
 mod shm;
@@ -46,6 +48,8 @@ mod _core {
     use crate::py_settings::ConfigError;
     #[pymodule_export]
     use crate::py_settings::RouterSettings;
+    #[pymodule_export]
+    use crate::router::{install_router, uninstall_router, Router};
 
     use pyo3::prelude::*;
 
