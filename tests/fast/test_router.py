@@ -9,6 +9,8 @@ real servers (``tests/server/test_routing.py`` and others).
 from __future__ import annotations
 
 from collections import Counter
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, Permission
@@ -16,7 +18,7 @@ from django.db import router
 from router.models import ReplicationModel
 
 import replica_router
-from replica_router import context
+from replica_router import _core, _runtime, context
 from replica_router.router import ReadWriteRouter
 from tests.support import router_settings
 
@@ -151,3 +153,112 @@ def test_status_of_a_cold_cluster() -> None:
     ]
     assert all(n["state"] in ("unknown", "down") for n in nodes)
     assert "postgres" not in repr(nodes)  # the password (also user and name)
+
+
+class Alias(str):
+    """A str subclass, as an alias may come from user code."""
+
+
+class BrokenState:
+    """A model whose ``_state`` raises something other than AttributeError."""
+
+    @property
+    def _state(self) -> Any:
+        raise RuntimeError("broken _state")
+
+
+def hinted_reads() -> int:
+    return _runtime.get_cluster().decisions()["instance_hint"]
+
+
+def test_the_instance_hint_rule_in_the_core() -> None:
+    """Proves: the core reads ``instance._state.db`` as ``getattr(..., None)`` would:
+    no ``_state``, no ``db``, or a ``db`` that is not a str reads like no hint; an
+    alias equal to a cluster alias is that node even as another str object or a str
+    subclass (counted ``instance_hint``); any other alias gets None for reads and
+    writes; other hints are accepted and ignored; an error other than
+    AttributeError from the object is raised, not swallowed."""
+    r, m = ReadWriteRouter(), ReplicationModel
+    no_hints = [
+        object(),
+        SimpleNamespace(_state=SimpleNamespace()),
+        SimpleNamespace(_state=SimpleNamespace(db=42)),
+    ]
+    with replica_router.unit_of_work():
+        before = hinted_reads()
+        for o in no_hints:
+            assert r.db_for_read(m, instance=o) == "default"
+        assert hinted_reads() == before
+        primary = "".join(["def", "ault"])  # equal to "default", another object
+        assert id(primary) != id(_runtime.get_cluster().primary)
+        assert r.db_for_read(m, instance=obj(primary)) == "default"
+        assert r.db_for_read(m, instance=obj(Alias("default"))) == "default"
+        assert hinted_reads() == before + 2
+        assert r.db_for_read(m, instance=obj(Alias("other"))) is None
+        assert r.db_for_read(m, instance=obj("other"), other_hint=1) is None
+        assert r.db_for_read(m, other_hint=1) == "default"
+        assert r.db_for_write(m, instance=obj(Alias("other"))) is None
+        assert not context.wrote_in_unit()
+        with pytest.raises(RuntimeError, match="broken _state"):
+            r.db_for_read(m, instance=BrokenState())
+        with pytest.raises(RuntimeError, match="broken _state"):
+            r.db_for_write(m, instance=BrokenState())
+        assert not context.wrote_in_unit()
+        assert r.db_for_write(m, instance=object()) == "default"
+        assert context.wrote_in_unit()
+
+
+def test_the_router_is_the_native_base_class() -> None:
+    """Proves: ``ReadWriteRouter`` (the class users list) is a subclass of the core's
+    ``Router``, whose methods Django's dispatch calls with no Python frame between;
+    Django builds it with no arguments."""
+    assert issubclass(ReadWriteRouter, _core.Router)
+    assert ReadWriteRouter.db_for_read is _core.Router.db_for_read
+    assert ReadWriteRouter.db_for_write is _core.Router.db_for_write
+    assert isinstance(router.routers[0], ReadWriteRouter)
+
+
+def test_installed_test_readers_decide_reads() -> None:
+    """Proves: with a test runner's readers installed, the router asks them: a plain
+    read calls ``read()``, an object of the cluster ``read_hinted(its alias)``, an
+    unsaved object ``read()``; an object of another database gets None without
+    asking. Writes still count on the cluster and pin."""
+    c = _runtime.get_cluster()
+    asked: list[str | None] = []
+
+    def read() -> str:
+        asked.append(None)
+        return "replica"
+
+    def read_hinted(db: str) -> str | None:
+        asked.append(db)
+        return "replica"
+
+    _core.install_router(c, context.note_write, (read, read_hinted))
+    try:
+        r, m = ReadWriteRouter(), ReplicationModel
+        with replica_router.unit_of_work():
+            assert r.db_for_read(m) == "replica"
+            assert r.db_for_read(m, instance=obj("default")) == "replica"
+            assert r.db_for_read(m, instance=obj(None)) == "replica"
+            assert r.db_for_read(m, instance=obj("other")) is None
+            assert asked == [None, "default", None]
+            writes = c.decisions()["writes"]
+            assert r.db_for_write(m) == "default"
+            assert c.decisions()["writes"] == writes + 1
+            assert context.wrote_in_unit()
+    finally:
+        _runtime.use_readers()
+
+
+def test_the_router_builds_the_cluster_again_after_a_reset() -> None:
+    """Proves: after ``_runtime.reset()`` (closing the cluster, as a settings change
+    does) the router's next call builds a new cluster from the settings and routes
+    with it."""
+    old = _runtime.get_cluster()
+    _runtime.reset()
+    assert old.closed and _runtime.cluster is None
+    assert ReadWriteRouter().db_for_read(ReplicationModel) == "default"
+    new = _runtime.cluster
+    assert new is not None and new is not old
+    assert sum(v for k, v in new.decisions().items() if k != "writes") == 1
