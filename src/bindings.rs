@@ -89,7 +89,7 @@ impl Cluster {
         if let Some(node) = hint {
             // An instance read from a node goes back to it while it may take reads, so
             // related lookups see the same data.
-            if node == 0 || snapshot.is_eligible(node, Instant::now()) {
+            if node == 0 || snapshot.is_eligible_now(node) {
                 return Ok(self.route(py, node, Reason::InstanceHint));
             }
         }

@@ -34,6 +34,10 @@ class ReadWriteRouter(_core.Router):
     gets ``None`` from both. The cluster is built from the settings on first use.
     """
 
+    # No instance ``__dict__``: Django looks the methods up on every call, and an
+    # instance dict is one more lookup that always misses.
+    __slots__ = ()
+
     def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool | None:
         settings = _runtime.peek_settings()
         if settings is None:
