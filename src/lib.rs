@@ -3,7 +3,7 @@
 //!
 //! Pure logic (`settings`, `config`, `probe`, `health`, `step`, `select`, `report`)
 //! has no Python in it and is tested with `cargo test`. The PyO3 layer binds it:
-//! `bindings` (the `Cluster` class), `router` (the native base of `ReadWriteRouter`),
+//! `bindings` (the `Cluster` class), `router` (`ReadWriteRouter`'s native methods),
 //! `py_settings` (settings in, `ConfigError` out),
 //! `context` (`RouteState`), `django_conn` (Django's transaction flag), with
 //! `lifecycle` (the prober per process), `monitor` (its thread), `shm` (one prober
@@ -49,7 +49,7 @@ mod _core {
     #[pymodule_export]
     use crate::py_settings::RouterSettings;
     #[pymodule_export]
-    use crate::router::{install_router, uninstall_router, Router};
+    use crate::router::{db_for_read, db_for_write, install_router, uninstall_router};
 
     use pyo3::prelude::*;
 

@@ -1,16 +1,18 @@
-//! `Router`, the native base class of `replica_router.ReadWriteRouter`. Django's
-//! dispatch calls its `db_for_read` and `db_for_write` with no Python frame in
-//! between: the instance hint (which alias an object was loaded from, and the rule
-//! that an object of another database stays there) and the read decision are one
-//! native call.
+//! `db_for_read` and `db_for_write` of `replica_router.ReadWriteRouter`, natively:
+//! Django's dispatch calls them with no Python frame in between, and the instance
+//! hint (which alias an object was loaded from, and the rule that an object of
+//! another database stays there) and the read decision are one native call.
 //!
-//! A Python method that receives Django's `**hints` gets a new dict on every call,
-//! and a method that takes `**hints` natively builds one too as soon as a hint is
-//! passed. Here `instance` is a keyword parameter of its own: it is matched by name,
-//! and no dict is built unless Django passes another hint.
+//! They are functions, not methods: the class holds them as static methods, so
+//! Django's `getattr(router, "db_for_read")` on every call returns them as they are
+//! instead of allocating a bound method, and nothing checks `self`. Taking `**hints`,
+//! they receive Django's positional tuple and hints dict as they are (no vector to
+//! unpack); `instance` is a keyword parameter of its own, matched by name, so no
+//! dict is built unless Django passes another hint. (A Python method that receives
+//! `**hints` builds a new dict on every call.)
 //!
-//! The routers take no arguments (Django builds them), so the cluster they route for
-//! is installed here by `replica_router._runtime` (`install_router`), together with
+//! The router takes no arguments (Django builds it), so the cluster it routes for is
+//! installed here by `replica_router._runtime` (`install_router`), together with
 //! what a write calls (`context.note_write`) and, under a test runner, the Python
 //! read functions that replace the core's decision.
 
@@ -36,7 +38,7 @@ struct Installed {
 /// Replaced (never mutated) by `install_router`; read lock-free on every call.
 static INSTALLED: ArcSwapOption<Installed> = ArcSwapOption::const_empty();
 
-/// Routes this process's `Router`s with `cluster`: writes call `note_write()`, and
+/// Routes this process's `db_for_read`/`db_for_write` with `cluster`: writes call `note_write()`, and
 /// `readers`, when given, decide reads instead of the core.
 #[pyfunction]
 #[pyo3(signature = (cluster, note_write, readers=None))]
@@ -132,64 +134,54 @@ fn hint<'py>(
     })
 }
 
-/// Django's router methods, natively: `ReadWriteRouter` subclasses this class.
-#[pyclass(subclass, frozen, module = "replica_router._core")]
-pub struct Router;
-
-#[pymethods]
-impl Router {
-    #[new]
-    fn new() -> Self {
-        Router
-    }
-
-    /// Where to read `model` from: the whole read decision of `Cluster.read`, and for
-    /// an `instance` loaded from a node, that node while it may take reads. `None`
-    /// for an object of a database outside the cluster (it stays there).
-    #[pyo3(signature = (model, *, instance=None, **hints))]
-    fn db_for_read(
-        &self,
-        py: Python<'_>,
-        model: &Bound<'_, PyAny>,
-        instance: Option<&Bound<'_, PyAny>>,
-        hints: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Option<Py<PyString>>> {
-        let _ = (model, hints); // Django passes them; the decision needs neither.
-        with_installed(py, |installed| {
-            let cluster = installed.cluster.get();
-            let node = match hint(py, cluster, instance)? {
-                Hint::Other => return Ok(None),
-                Hint::None => None,
-                Hint::Node(node, alias) => Some((node, alias)),
-            };
-            match (&installed.readers, node) {
-                (None, node) => cluster.read_node(py, node.map(|(n, _)| n)).map(Some),
-                (Some((read, _)), None) => Ok(read.call0(py)?.extract(py)?),
-                (Some((_, read_hinted)), Some((_, alias))) => {
-                    Ok(read_hinted.call1(py, (alias,))?.extract(py)?)
-                }
+/// `ReadWriteRouter.db_for_read`: where to read `model` from. The whole read decision
+/// of `Cluster.read`, and for an `instance` loaded from a node, that node while it
+/// may take reads. `None` for an object of a database outside the cluster (it stays
+/// there).
+#[pyfunction]
+#[pyo3(signature = (model, *, instance=None, **hints))]
+pub fn db_for_read(
+    py: Python<'_>,
+    model: &Bound<'_, PyAny>,
+    instance: Option<&Bound<'_, PyAny>>,
+    hints: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Option<Py<PyString>>> {
+    let _ = (model, hints); // Django passes them; the decision needs neither.
+    with_installed(py, |installed| {
+        let cluster = installed.cluster.get();
+        let node = match hint(py, cluster, instance)? {
+            Hint::Other => return Ok(None),
+            Hint::None => None,
+            Hint::Node(node, alias) => Some((node, alias)),
+        };
+        match (&installed.readers, node) {
+            (None, node) => cluster.read_node(py, node.map(|(n, _)| n)).map(Some),
+            (Some((read, _)), None) => Ok(read.call0(py)?.extract(py)?),
+            (Some((_, read_hinted)), Some((_, alias))) => {
+                Ok(read_hinted.call1(py, (alias,))?.extract(py)?)
             }
-        })
-    }
+        }
+    })
+}
 
-    /// The primary, after pinning the caller's reads there (`note_write`). `None`
-    /// for an object of a database outside the cluster (it stays there).
-    #[pyo3(signature = (model, *, instance=None, **hints))]
-    fn db_for_write(
-        &self,
-        py: Python<'_>,
-        model: &Bound<'_, PyAny>,
-        instance: Option<&Bound<'_, PyAny>>,
-        hints: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Option<Py<PyString>>> {
-        let _ = (model, hints);
-        with_installed(py, |installed| {
-            let cluster = installed.cluster.get();
-            if let Hint::Other = hint(py, cluster, instance)? {
-                return Ok(None);
-            }
-            installed.note_write.call0(py)?;
-            Ok(Some(cluster.write_alias(py)))
-        })
-    }
+/// `ReadWriteRouter.db_for_write`: the primary, after pinning the caller's reads
+/// there (`note_write`). `None` for an object of a database outside the cluster (it
+/// stays there).
+#[pyfunction]
+#[pyo3(signature = (model, *, instance=None, **hints))]
+pub fn db_for_write(
+    py: Python<'_>,
+    model: &Bound<'_, PyAny>,
+    instance: Option<&Bound<'_, PyAny>>,
+    hints: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Option<Py<PyString>>> {
+    let _ = (model, hints);
+    with_installed(py, |installed| {
+        let cluster = installed.cluster.get();
+        if let Hint::Other = hint(py, cluster, instance)? {
+            return Ok(None);
+        }
+        installed.note_write.call0(py)?;
+        Ok(Some(cluster.write_alias(py)))
+    })
 }

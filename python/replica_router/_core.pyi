@@ -11,10 +11,11 @@ __all__ = [
     "Cluster",
     "ConfigError",
     "RouteState",
-    "Router",
     "RouterSettings",
     "__version__",
     "classify_failure",
+    "db_for_read",
+    "db_for_write",
     "install_router",
     "uninstall_router",
 ]
@@ -256,21 +257,17 @@ def install_router(
     note_write: Callable[[], None],
     readers: tuple[Callable[[], str], Callable[[str], str | None]] | None = None,
 ) -> None:
-    """Route this process's ``Router``s with ``cluster``: a write calls
+    """Route ``db_for_read``/``db_for_write`` with ``cluster``: a write calls
     ``note_write()``; ``readers`` (a test runner's), when given, decide reads."""
 
 def uninstall_router() -> None:
     """Forget the installed cluster: the next routing call builds one from settings."""
 
-class Router:
-    """Django's router methods, natively (``ReadWriteRouter`` subclasses this class):
-    Django's dispatch calls them with no Python frame in between."""
+def db_for_read(model: Any, *, instance: Any = None, **hints: Any) -> str | None:
+    """``ReadWriteRouter.db_for_read``: the read decision of ``Cluster.read``; for an
+    ``instance`` loaded from a node, that node while it may take reads; ``None`` for
+    an object of another database."""
 
-    def __new__(cls) -> Self: ...
-    def db_for_read(self, model: Any, *, instance: Any = None, **hints: Any) -> str | None:
-        """The read decision of ``Cluster.read``; for an ``instance`` loaded from a
-        node, that node while it may take reads; ``None`` for an object of another
-        database."""
-    def db_for_write(self, model: Any, *, instance: Any = None, **hints: Any) -> str | None:
-        """The primary, pinning the caller's reads there; ``None`` for an object of
-        another database."""
+def db_for_write(model: Any, *, instance: Any = None, **hints: Any) -> str | None:
+    """``ReadWriteRouter.db_for_write``: the primary, pinning the caller's reads
+    there; ``None`` for an object of another database."""

@@ -1,7 +1,7 @@
 """``ReadWriteRouter``: the class listed in ``DATABASE_ROUTERS``.
 
-A read is decided in one native call (``_core.Router.db_for_read``, which Django's
-dispatch calls with no Python frame in between) from the caller's routing state
+A read is decided in one native call (``_core.db_for_read``, which Django's dispatch
+calls with no Python frame in between) from the caller's routing state
 (``use_primary``, pins, read-your-writes token), whether this thread's cluster
 connection is inside a transaction, an ``instance`` hint, and the published health
 snapshot. It does no I/O and takes no lock a probe can hold.
@@ -21,22 +21,27 @@ from replica_router import _core, _runtime
 __all__ = ["ReadWriteRouter"]
 
 
-class ReadWriteRouter(_core.Router):
+class ReadWriteRouter:
     """Writes to the primary; reads to a healthy replica (or the primary, by weight)
     unless the caller must see its own writes.
 
     Add ``"replica_router.ReadWriteRouter"`` to ``DATABASE_ROUTERS``; configure with
     the optional ``REPLICA_ROUTER`` setting.
 
-    ``db_for_read`` and ``db_for_write`` are the native base class's: a read (or a
-    write, which also pins the caller's reads to the primary) in one call into the
-    core, the ``instance`` hint included. An object of a database outside the cluster
-    gets ``None`` from both. The cluster is built from the settings on first use.
+    ``db_for_read`` and ``db_for_write`` are native: a read (or a write, which also
+    pins the caller's reads to the primary) in one call into the core, the
+    ``instance`` hint included. An object of a database outside the cluster gets
+    ``None`` from both. The cluster is built from the settings on first use.
     """
 
     # No instance ``__dict__``: Django looks the methods up on every call, and an
     # instance dict is one more lookup that always misses.
     __slots__ = ()
+
+    # Static: Django's lookup returns the native functions as they are, with no bound
+    # method to allocate per call (they need no ``self``).
+    db_for_read = staticmethod(_core.db_for_read)
+    db_for_write = staticmethod(_core.db_for_write)
 
     def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool | None:
         settings = _runtime.peek_settings()
