@@ -49,7 +49,7 @@ mod _core {
     #[pymodule_export]
     use crate::py_settings::RouterSettings;
     #[pymodule_export]
-    use crate::router::{db_for_read, db_for_write, install_router, uninstall_router};
+    use crate::router::{install_router, uninstall_router};
 
     use pyo3::prelude::*;
 
@@ -58,6 +58,7 @@ mod _core {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         m.add("REASONS", crate::select::REASON_NAMES.to_vec())?;
         m.add("SETTINGS_KEYS", crate::settings::KEYS.to_vec())?;
+        crate::router::add_functions(m)?;
         // Class-level defaults; each raised error sets its own.
         let config_error = m.getattr("ConfigError")?;
         config_error.setattr("check_id", "replica_router.E001")?;
