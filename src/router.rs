@@ -152,9 +152,9 @@ fn read(py: Python<'_>, instance: Option<&Bound<'_, PyAny>>) -> PyResult<Option<
         };
         match (&installed.readers, node) {
             (None, node) => cluster.read_node(py, node.map(|(n, _)| n)).map(Some),
-            (Some((read, _)), None) => Ok(read.call0(py)?.extract(py)?),
+            (Some((read, _)), None) => Ok(read.bind(py).call0()?.extract()?),
             (Some((_, read_hinted)), Some((_, alias))) => {
-                Ok(read_hinted.call1(py, (alias,))?.extract(py)?)
+                Ok(read_hinted.bind(py).call1((alias,))?.extract()?)
             }
         }
     })
@@ -169,7 +169,7 @@ fn write(py: Python<'_>, instance: Option<&Bound<'_, PyAny>>) -> PyResult<Option
         if let Hint::Other = hint(py, cluster, instance)? {
             return Ok(None);
         }
-        installed.note_write.call0(py)?;
+        installed.note_write.bind(py).call0()?;
         Ok(Some(cluster.write_alias(py)))
     })
 }
@@ -213,7 +213,8 @@ unsafe fn entry(
     body: Body,
 ) -> *mut ffi::PyObject {
     // SAFETY: CPython calls a C function of this module with the GIL held (the module
-    // declares `gil_used`).
+    // declares `gil_used`). PyO3 does not count this as holding it, so a `Py` dropped
+    // in here would only be released later: the body works with `Bound` values.
     let py = unsafe { Python::assume_attached() };
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: CPython passes a tuple and a dict or NULL, alive for the call.
