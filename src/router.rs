@@ -17,9 +17,8 @@
 //! what a write calls (`context.note_write`) and, under a test runner, the Python
 //! read functions that replace the core's decision.
 
-use std::sync::Arc;
-
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use pyo3::exceptions::{PyAttributeError, PyRuntimeError, PyTypeError};

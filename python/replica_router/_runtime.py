@@ -19,8 +19,9 @@ from replica_router import _core, conf, context, states, testing
 
 logger = logging.getLogger("replica_router")
 
-#: The process's cluster; ``None`` until first use. The routers (``_core.Router``)
-#: route with the one installed in the core by ``use_readers``.
+#: The process's cluster; ``None`` until first use. ``ReadWriteRouter``'s native
+#: methods (``_core.db_for_read``/``db_for_write``) route with the one installed in
+#: the core by ``use_readers``.
 cluster: _core.Cluster | None = None
 settings: conf.RouterSettings | None = None
 
