@@ -1,10 +1,15 @@
 """Router benchmarks, side by side in one run: ``python benchmarks/run.py``.
 
-1. Cost of ``django.db.router.db_for_read(Model)`` through Django's dispatch with
+1. Cost of ``django.db.router``'s ``db_for_read(Model)``, ``db_for_read(Model,
+   instance=obj)`` (an object loaded from the replica: related lookups,
+   ``refresh_from_db()``) and ``db_for_write(Model)`` through Django's dispatch with
    each router installed, against a real primary + hot standby (both up). Routers
    are measured in interleaved rounds and the median round is kept, so machine noise
    hits all of them alike; the ratio to django-multidb-router is the number to read.
-2. A blackholed replica (accepts TCP, never answers): the latency of "requests" that
+2. A query on a persistent connection to the primary through this project's backend
+   (``replica_router.backends.postgresql``) and through Django's PostgreSQL backend:
+   ``SELECT 1`` through a cursor, and a one-row ORM read; interleaved rounds, medians.
+3. A blackholed replica (accepts TCP, never answers): the latency of "requests" that
    each open a fresh connection and run one read (Django's default CONN_MAX_AGE=0),
    with the tutorial's router (checks the node with ``cursor()`` on every read), the
    Django docs' example router, django-multidb-router, and ours.
@@ -15,12 +20,13 @@
    bounded by PROBE_TIMEOUT). The tests assert that reads never wait on the node;
    how fast they are is this table's job.
 
-Prints three tables. Needs PostgreSQL's server binaries (see ``make bench``).
+Prints its tables. Needs PostgreSQL's server binaries (see ``make bench``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextvars
 import itertools
 import os
 import random
@@ -114,11 +120,14 @@ def configure(cluster: LocalCluster, dead_port: int) -> None:
     from django.conf import settings
 
     opts = {"connect_timeout": CONNECT_TIMEOUT}
+    ours = "replica_router.backends.postgresql"
     settings.configure(
         DATABASES={
-            "default": {**cluster.dsn("primary"), "OPTIONS": opts},
-            "replica": {**cluster.dsn("standby"), "OPTIONS": opts},
+            "default": {**cluster.dsn("primary"), "ENGINE": ours, "OPTIONS": opts},
+            "replica": {**cluster.dsn("standby"), "ENGINE": ours, "OPTIONS": opts},
             "dead": {**cluster.dsn("standby"), "PORT": str(dead_port), "OPTIONS": opts},
+            # The primary again, through Django's own backend: the backend's baseline.
+            "django": {**cluster.dsn("primary"), "OPTIONS": opts},
         },
         INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "router"],
         REPLICA_ROUTER={
@@ -133,36 +142,106 @@ def configure(cluster: LocalCluster, dead_port: int) -> None:
     django.setup()
 
 
-def dispatch_costs(rounds: int, calls: int) -> list[tuple[str, float]]:
+OURS = "replica_router.ReadWriteRouter"
+MULTIDB = "django-multidb-router ReplicaRouter"
+#: The calls measured per router, as the table's columns: db_for_read(Model),
+#: db_for_read(Model, instance=obj), db_for_write(Model).
+CALLS = ("read", "read, instance=", "write")
+
+
+#: How router calls are timed: ``cpu`` (default), the calling thread's CPU time, which
+#: time slices lost to other processes on a busy machine do not inflate; ``wall``.
+CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.thread_time, "wall": time.perf_counter}
+
+
+def _timed(fn: Callable[[], object], calls: int, clock: str) -> float:
+    """ns per call of ``fn``, in a fresh copy of the current context: a write pins
+    the context it runs in (read-your-writes), which must not leak into other rows."""
+    timer = timeit.Timer(fn, timer=CLOCKS[clock])
+    t: float = contextvars.copy_context().run(timer.timeit, calls)
+    return t / calls * 1e9
+
+
+def dispatch_costs(rounds: int, calls: int, clock: str) -> dict[str, list[float]]:
+    """Median ns per call, per router, for each of ``CALLS``."""
     from django.db.utils import ConnectionRouter
     from router.models import ReplicationModel
+    from tutorial_router import CursorCheckRouter as TutorialRouter
 
     import replica_router
 
     routers: dict[str, ConnectionRouter] = {
         "no router (Django's floor)": ConnectionRouter([]),
         "Django docs example (random.choice)": ConnectionRouter([DocsExampleRouter()]),
-        "django-multidb-router ReplicaRouter": ConnectionRouter(["multidb.ReplicaRouter"]),
+        "tutorial router (cursor() check per read)": ConnectionRouter([TutorialRouter()]),
+        MULTIDB: ConnectionRouter(["multidb.ReplicaRouter"]),
         "django-multidb-router PinningReplicaRouter": ConnectionRouter(
             ["multidb.PinningReplicaRouter"]
         ),
-        "replica_router.ReadWriteRouter": ConnectionRouter(["replica_router.ReadWriteRouter"]),
+        OURS: ConnectionRouter([OURS]),
     }
+    # An object as Django leaves it after loading it from the replica.
+    obj = ReplicationModel(pk=1, name="x", count=1, average=1.0)
+    obj._state.db, obj._state.adding = "replica", False
     # Warm up: the cluster's first probes must have answered (both nodes up).
-    routers["replica_router.ReadWriteRouter"].db_for_read(ReplicationModel)
+    routers[OURS].db_for_read(ReplicationModel)
     deadline = time.monotonic() + 10
     while {n["state"] for n in replica_router.status()} != {"up"}:
         if time.monotonic() > deadline:
             raise SystemExit(f"cluster not up: {replica_router.status()}")
         time.sleep(0.05)
-    samples: dict[str, list[float]] = {name: [] for name in routers}
+    samples: dict[str, list[list[float]]] = {name: [[] for _ in CALLS] for name in routers}
     for _ in range(rounds):
         order = list(routers.items())
         random.shuffle(order)
         for name, r in order:
-            t = timeit.timeit(lambda r=r: r.db_for_read(ReplicationModel), number=calls)
-            samples[name].append(t / calls * 1e9)
-    return [(name, statistics.median(v)) for name, v in samples.items()]
+            fns: tuple[Callable[[], object], ...] = (
+                lambda r=r: r.db_for_read(ReplicationModel),
+                lambda r=r: r.db_for_read(ReplicationModel, instance=obj),
+                lambda r=r: r.db_for_write(ReplicationModel),
+            )
+            for i, fn in enumerate(fns):
+                samples[name][i].append(_timed(fn, calls, clock))
+    return {name: [statistics.median(v) for v in cols] for name, cols in samples.items()}
+
+
+def backend_costs(rounds: int, queries: int) -> dict[str, list[float]]:
+    """Median us per query on a persistent connection to the primary, by backend:
+    ``SELECT 1`` through a cursor, and a one-row ORM read."""
+    from django.db import connections
+    from router.models import ReplicationModel
+
+    pk = ReplicationModel.objects.using("default").create(name="b", count=1, average=1.0).pk
+
+    def select_one(alias: str) -> Callable[[], object]:
+        def run() -> object:
+            with connections[alias].cursor() as c:
+                c.execute("SELECT 1")
+                return c.fetchone()
+
+        return run
+
+    def orm_read(alias: str) -> Callable[[], object]:
+        manager = ReplicationModel.objects.using(alias)
+        return lambda: manager.get(pk=pk)
+
+    backends = {
+        "replica_router.backends.postgresql": "default",
+        "django.db.backends.postgresql": "django",
+    }
+    samples: dict[str, list[list[float]]] = {name: [[], []] for name in backends}
+    for alias in backends.values():  # connect, and warm up
+        for make in (select_one, orm_read):
+            timeit.timeit(make(alias), number=50)
+    for _ in range(rounds):
+        order = list(backends.items())
+        random.shuffle(order)
+        for name, alias in order:
+            for i, make in enumerate((select_one, orm_read)):
+                t = timeit.timeit(make(alias), number=queries)
+                samples[name][i].append(t / queries * 1e6)
+    connections.close_all()
+    return {name: [statistics.median(v) for v in cols] for name, cols in samples.items()}
 
 
 def dead_replica(requests: int) -> list[tuple[str, list[float], int]]:
@@ -271,15 +350,60 @@ def during_fault(calls: int) -> list[tuple[str, str]]:
     ]
 
 
+def print_dispatch(costs: dict[str, list[float]], rounds: int, calls: int, clock: str) -> None:
+    base = costs[MULTIDB]
+    print(
+        f"\nThrough django.db.router: ns per call ({clock} time), median of {rounds} interleaved rounds "
+        f"x {calls} calls (Python {sys.version.split()[0]}); x: ratio to {MULTIDB}\n"
+    )
+    print(
+        "read: db_for_read(Model); read, instance=: db_for_read(Model, instance=obj) for an "
+        "object loaded from the replica; write: db_for_write(Model)\n"
+    )
+    head = " | ".join(f"{c:>15} | {'x':>6}" for c in CALLS)
+    print(f"| {'router':<44} | {head} |")
+    print("|" + "-" * 46 + "|" + "|".join(["-" * 17 + "|" + "-" * 8] * len(CALLS)) + "|")
+    for name, cols in costs.items():
+        cells = " | ".join(
+            f"{ns:>15.0f} | {ns / b:>5.2f}x" for ns, b in zip(cols, base, strict=True)
+        )
+        print(f"| {name:<44} | {cells} |")
+
+
+def print_backend(costs: dict[str, list[float]], rounds: int, queries: int) -> None:
+    ours, django_ = (
+        costs["replica_router.backends.postgresql"],
+        costs["django.db.backends.postgresql"],
+    )
+    print(
+        f"\nA query on a persistent connection to the primary: us per query, median of "
+        f"{rounds} interleaved rounds x {queries} queries\n"
+    )
+    print(f"| {'backend':<36} | {'SELECT 1 (cursor)':>18} | {'one-row ORM read':>18} |")
+    print(f"|{'-' * 38}|{'-' * 20}|{'-' * 20}|")
+    for name, cols in costs.items():
+        print(f"| {name:<36} | {cols[0]:>18.1f} | {cols[1]:>18.1f} |")
+    ratio = [o / d for o, d in zip(ours, django_, strict=True)]
+    print(f"| {'ratio (this backend / Django)':<36} | {ratio[0]:>17.3f}x | {ratio[1]:>17.3f}x |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (median kept)")
     parser.add_argument("--calls", type=int, default=50_000, help="calls per router per round")
+    parser.add_argument("--queries", type=int, default=2_000, help="queries per backend per round")
     parser.add_argument(
         "--requests", type=int, default=10, help="requests per router, dead replica"
     )
     parser.add_argument(
         "--fault-calls", type=int, default=20_000, help="db_for_read calls timed one by one"
+    )
+    parser.add_argument("--only", choices=("router", "backend", "dead"), help="run one part only")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="cpu",
+        help="router calls: the thread's CPU time (default) or wall time",
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "false")
@@ -289,17 +413,13 @@ def main(argv: list[str] | None = None) -> int:
 
         call_command("migrate", verbosity=0)
         cluster.wait_replayed()
-        costs = dispatch_costs(args.rounds, args.calls)
-        multidb_ns = dict(costs)["django-multidb-router ReplicaRouter"]
-        print(
-            f"\ndb_for_read through django.db.router: median of {args.rounds} interleaved rounds "
-            f"x {args.calls} calls (Python {sys.version.split()[0]})\n"
-        )
-        print(f"| {'router':<44} | {'ns/call':>8} | {'vs multidb':>10} |")
-        print(f"|{'-' * 46}|{'-' * 10}|{'-' * 12}|")
-        for name, ns in costs:
-            print(f"| {name:<44} | {ns:>8.0f} | {ns / multidb_ns:>9.2f}x |")
-
+        if args.only in (None, "router"):
+            costs = dispatch_costs(args.rounds, args.calls, args.clock)
+            print_dispatch(costs, args.rounds, args.calls, args.clock)
+        if args.only in (None, "backend"):
+            print_backend(backend_costs(args.rounds, args.queries), args.rounds, args.queries)
+        if args.only not in (None, "dead"):
+            return 0
         dead = dead_replica(args.requests)
         print(
             f"\nA blackholed replica (accepts TCP, never answers), connect_timeout={CONNECT_TIMEOUT}s: "

@@ -66,8 +66,9 @@ impl Cluster {
         Ok(getter.bind(py).call0()?.cast_into::<RouteState>().ok())
     }
 
+    /// The read decision; `hint`: the node an `instance` hint's object was loaded from.
     #[inline]
-    fn read_impl(&self, py: Python<'_>, hint: Option<&str>) -> PyResult<Py<PyString>> {
+    pub(crate) fn read_node(&self, py: Python<'_>, hint: Option<usize>) -> PyResult<Py<PyString>> {
         self.prober.ensure_started();
         let mut min_lsn = None;
         if let Some(state) = self.state(py)? {
@@ -86,10 +87,10 @@ impl Cluster {
             }
         }
         let snapshot = self.shared.snapshot.load();
-        if let Some(node) = hint.and_then(|alias| self.index_of(alias)) {
+        if let Some(node) = hint {
             // An instance read from a node goes back to it while it may take reads, so
             // related lookups see the same data.
-            if node == 0 || snapshot.is_eligible(node, Instant::now()) {
+            if node == 0 || snapshot.is_eligible_now(node) {
                 return Ok(self.route(py, node, Reason::InstanceHint));
             }
         }
@@ -109,6 +110,24 @@ impl Cluster {
             c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         }
         self.aliases[node].clone_ref(py)
+    }
+
+    /// The node of a Python alias: by identity first (Django hands back the strings
+    /// this core returned), else by value.
+    #[inline]
+    pub(crate) fn node_of(&self, alias: &Bound<'_, PyString>) -> Option<usize> {
+        let ptr = alias.as_ptr();
+        if let Some(node) = self.aliases.iter().position(|a| a.as_ptr() == ptr) {
+            return Some(node);
+        }
+        self.index_of(alias.to_str().ok()?)
+    }
+
+    /// The primary's alias, counting a write.
+    pub(crate) fn write_alias(&self, py: Python<'_>) -> Py<PyString> {
+        self.prober.ensure_started();
+        self.shared.writes.fetch_add(1, Ordering::Relaxed);
+        self.aliases[0].clone_ref(py)
     }
 
     fn index_of(&self, alias: &str) -> Option<usize> {
@@ -150,12 +169,12 @@ impl Cluster {
     /// The whole read decision in one call: `use_primary`, a pin after a write, an open
     /// transaction, a read-your-writes token, else a weighted pick. No I/O, no lock.
     fn read(&self, py: Python<'_>) -> PyResult<Py<PyString>> {
-        self.read_impl(py, None)
+        self.read_node(py, None)
     }
 
     /// `read()` for an object loaded from `alias` (Django's `instance` hint).
     fn read_hinted(&self, py: Python<'_>, alias: &str) -> PyResult<Py<PyString>> {
-        self.read_impl(py, Some(alias))
+        self.read_node(py, self.index_of(alias))
     }
 
     /// The primary's alias, counting a read as `test_primary`: under a test runner
@@ -230,9 +249,7 @@ impl Cluster {
 
     /// The primary's alias, counting a write.
     fn write(&self, py: Python<'_>) -> Py<PyString> {
-        self.prober.ensure_started();
-        self.shared.writes.fetch_add(1, Ordering::Relaxed);
-        self.aliases[0].clone_ref(py)
+        self.write_alias(py)
     }
 
     /// The primary's alias.

@@ -3,7 +3,8 @@
 //!
 //! Pure logic (`settings`, `config`, `probe`, `health`, `step`, `select`, `report`)
 //! has no Python in it and is tested with `cargo test`. The PyO3 layer binds it:
-//! `bindings` (the `Cluster` class), `py_settings` (settings in, `ConfigError` out),
+//! `bindings` (the `Cluster` class), `router` (`ReadWriteRouter`'s native methods),
+//! `py_settings` (settings in, `ConfigError` out),
 //! `context` (`RouteState`), `django_conn` (Django's transaction flag), with
 //! `lifecycle` (the prober per process), `monitor` (its thread), `shm` (one prober
 //! per host, its health shared through a segment), `events` and `rng`.
@@ -26,6 +27,7 @@ mod probe;
 mod py_settings;
 mod report;
 mod rng;
+mod router;
 mod select;
 mod settings;
 mod shm;
@@ -48,6 +50,8 @@ mod _core {
     use crate::py_settings::ConfigError;
     #[pymodule_export]
     use crate::py_settings::RouterSettings;
+    #[pymodule_export]
+    use crate::router::{install_router, uninstall_router};
 
     use pyo3::prelude::*;
 
@@ -56,6 +60,7 @@ mod _core {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         m.add("REASONS", crate::select::REASON_NAMES.to_vec())?;
         m.add("SETTINGS_KEYS", crate::settings::KEYS.to_vec())?;
+        crate::router::add_functions(m)?;
         // Class-level defaults; each raised error sets its own.
         let config_error = m.getattr("ConfigError")?;
         config_error.setattr("check_id", "replica_router.E001")?;

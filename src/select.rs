@@ -102,6 +102,9 @@ pub struct Snapshot {
     /// `valid_until` on the coarse clock (`context::coarse_ns`), minus a margin for
     /// its resolution, so the fast path can skip reading the fine clock.
     valid_until_coarse: u64,
+    /// Bit `i`: node `i` (below 64) is eligible at build time, and so until
+    /// `valid_until` (its freshness is part of that bound).
+    eligible_mask: u64,
 }
 
 /// More than the coarse clock's resolution (one kernel tick, 1 to 10 ms).
@@ -112,6 +115,7 @@ impl Snapshot {
         let mut cumulative = Vec::with_capacity(nodes.len());
         let mut total = 0.0;
         let mut valid_until: Option<Instant> = None;
+        let mut eligible_mask = 0u64;
         // With replicas configured but none eligible, reads go to the primary as a
         // fallback (counted as such), not as a weighted pick of the primary alone.
         let replica_eligible = replica_available(&nodes, now);
@@ -123,6 +127,9 @@ impl Snapshot {
             } else if tolerating && n.tolerated_at(now) {
                 total += n.weight;
                 cumulative.push((i, total, Reason::LagTolerated));
+            }
+            if i < 64 && n.eligible_at(now) {
+                eligible_mask |= 1 << i;
             }
             if (n.eligible || n.live || n.tolerated) && now <= n.fresh_until {
                 valid_until = Some(valid_until.map_or(n.fresh_until, |v| v.min(n.fresh_until)));
@@ -143,6 +150,7 @@ impl Snapshot {
             valid_until,
             fallback,
             valid_until_coarse,
+            eligible_mask,
         }
     }
 
@@ -309,6 +317,16 @@ impl Snapshot {
     }
 
     /// Is this node eligible for weighted reads right now?
+    /// `is_eligible` at the current time; while the snapshot is surely valid (by the
+    /// coarse clock) the fine clock is not read at all.
+    #[inline]
+    pub fn is_eligible_now(&self, i: usize) -> bool {
+        if i < 64 && crate::context::coarse_ns() <= self.valid_until_coarse {
+            return self.eligible_mask >> i & 1 == 1;
+        }
+        self.is_eligible(i, Instant::now())
+    }
+
     pub fn is_eligible(&self, i: usize, now: Instant) -> bool {
         self.nodes.get(i).is_some_and(|n| n.eligible_at(now))
     }

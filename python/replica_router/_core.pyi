@@ -14,6 +14,10 @@ __all__ = [
     "RouterSettings",
     "__version__",
     "classify_failure",
+    "db_for_read",
+    "db_for_write",
+    "install_router",
+    "uninstall_router",
 ]
 
 #: A node's health state.
@@ -261,3 +265,23 @@ class Cluster:
         ``retried``); ``None`` when no node is left."""
     def close(self) -> None:
         """Stop probing in this process; bounded by one probe."""
+
+def install_router(
+    cluster: Cluster,
+    note_write: Callable[[], None],
+    readers: tuple[Callable[[], str], Callable[[str], str | None]] | None = None,
+) -> None:
+    """Route ``db_for_read``/``db_for_write`` with ``cluster``: a write calls
+    ``note_write()``; ``readers`` (a test runner's), when given, decide reads."""
+
+def uninstall_router() -> None:
+    """Forget the installed cluster: the next routing call builds one from settings."""
+
+def db_for_read(model: Any, *, instance: Any = None, **hints: Any) -> str | None:
+    """``ReadWriteRouter.db_for_read``: the read decision of ``Cluster.read``; for an
+    ``instance`` loaded from a node, that node while it may take reads; ``None`` for
+    an object of another database."""
+
+def db_for_write(model: Any, *, instance: Any = None, **hints: Any) -> str | None:
+    """``ReadWriteRouter.db_for_write``: the primary, pinning the caller's reads
+    there; ``None`` for an object of another database."""

@@ -19,32 +19,15 @@ from replica_router import _core, conf, context, states, testing
 
 logger = logging.getLogger("replica_router")
 
-#: Read directly by the router's hot path; ``None`` until first use.
+#: The process's cluster; ``None`` until first use. ``ReadWriteRouter``'s native
+#: methods (``_core.db_for_read``/``db_for_write``) route with the one installed in
+#: the core by ``use_readers``.
 cluster: _core.Cluster | None = None
-#: ``cluster.read``: the whole read decision in one call into the core (under a test
-#: runner, see ``testing.readers``).
-read: Callable[[], str] | None = None
-#: The read decision for an object loaded from an alias (``None`` outside the cluster).
-read_hinted: Callable[[str], str | None] | None = None
 settings: conf.RouterSettings | None = None
 
 _lock = threading.Lock()
 _log_thread: threading.Thread | None = None
 _atexit_registered = False
-
-
-def get_read() -> Callable[[], str]:
-    """``read`` of the cluster, building it on first use."""
-    get_cluster()
-    assert read is not None
-    return read
-
-
-def get_read_hinted() -> Callable[[str], str | None]:
-    """``read_hinted``, building the cluster on first use."""
-    get_cluster()
-    assert read_hinted is not None
-    return read_hinted
 
 
 def _hinted_reader(c: _core.Cluster, aliases: tuple[str, ...]) -> Callable[[str], str | None]:
@@ -59,15 +42,17 @@ def _hinted_reader(c: _core.Cluster, aliases: tuple[str, ...]) -> Callable[[str]
 
 
 def use_readers(c: _core.Cluster | None = None, s: conf.RouterSettings | None = None) -> None:
-    """Install the read functions for the current mode (normal, or a test runner's)."""
-    global read, read_hinted
+    """Install the cluster in the core's routers, with the read functions for the
+    current mode: the core's own decision, or under a test runner ``testing.readers``."""
     c, s = c or cluster, s or settings
     if c is None or s is None:
         return
-    normal = (c.read, _hinted_reader(c, s.aliases))
     is_test = testing.active()
     context.test_units = is_test
-    read, read_hinted = testing.readers(c, s, normal) if is_test else normal
+    readers = None
+    if is_test:
+        readers = testing.readers(c, s, (c.read, _hinted_reader(c, s.aliases)))
+    _core.install_router(c, context.note_write, readers)
 
 
 def _thread_connections_for(aliases: tuple[str, ...]) -> Callable[[], tuple[object, ...]]:
@@ -97,7 +82,8 @@ def get_cluster() -> _core.Cluster:
         context.pin_seconds = s.pin_seconds
         c.start()
         settings = s
-        # The readers before the cluster: the hot path trusts `read` once `cluster` is set.
+        # Installed in the core before `cluster` is set: a router call that finds it
+        # there never comes back here.
         use_readers(c, s)
         cluster = c
         testing.install_hooks()
@@ -193,9 +179,10 @@ def _start_log_thread(c: _core.Cluster) -> None:
 
 def reset() -> None:
     """Stop probing and forget the cluster; the next use builds it from settings again."""
-    global cluster, settings, read, read_hinted, _log_thread, _settings_only
+    global cluster, settings, _log_thread, _settings_only
     with _lock:
-        c, cluster, settings, read, read_hinted = cluster, None, None, None, None
+        _core.uninstall_router()
+        c, cluster, settings = cluster, None, None
         _settings_only = None
         t, _log_thread = _log_thread, None
     if c is not None:

@@ -1,9 +1,10 @@
 """``ReadWriteRouter``: the class listed in ``DATABASE_ROUTERS``.
 
-A read is decided in one call into the Rust core (``Cluster.read``) from the caller's
-routing state (``use_primary``, pins, read-your-writes token), whether this thread's
-cluster connection is inside a transaction, an ``instance`` hint, and the published
-health snapshot. It does no I/O and takes no lock a probe can hold.
+A read is decided in one native call (``_core.db_for_read``, which Django's dispatch
+calls with no Python frame in between) from the caller's routing state
+(``use_primary``, pins, read-your-writes token), whether this thread's cluster
+connection is inside a transaction, an ``instance`` hint, and the published health
+snapshot. It does no I/O and takes no lock a probe can hold.
 
 The router has an opinion only about its own cluster: an object loaded from an alias
 outside it gets ``None`` from every method, so Django keeps it on its own database.
@@ -15,19 +16,9 @@ from typing import Any
 
 from django.db.models import Model
 
-from replica_router import _runtime
-from replica_router.context import note_write
+from replica_router import _core, _runtime
 
 __all__ = ["ReadWriteRouter"]
-
-
-def _instance_db(hints: dict[str, Any]) -> str | None:
-    """The alias an ``instance`` hint was loaded from (None: no hint, or unsaved)."""
-    instance = hints.get("instance")
-    if instance is None:
-        return None
-    db = getattr(getattr(instance, "_state", None), "db", None)
-    return db if isinstance(db, str) else None
 
 
 class ReadWriteRouter:
@@ -36,25 +27,21 @@ class ReadWriteRouter:
 
     Add ``"replica_router.ReadWriteRouter"`` to ``DATABASE_ROUTERS``; configure with
     the optional ``REPLICA_ROUTER`` setting.
+
+    ``db_for_read`` and ``db_for_write`` are native: a read (or a write, which also
+    pins the caller's reads to the primary) in one call into the core, the
+    ``instance`` hint included. An object of a database outside the cluster gets
+    ``None`` from both. The cluster is built from the settings on first use.
     """
 
-    def db_for_read(self, model: type[Model], **hints: Any) -> str | None:
-        # A Python frame that calls the core positionally: a builtin called with
-        # Django's `**hints` costs more than this frame does.
-        if hints:
-            db = _instance_db(hints)
-            if db is not None:
-                return (_runtime.read_hinted or _runtime.get_read_hinted())(db)
-        return (_runtime.read or _runtime.get_read())()
+    # No instance ``__dict__``: Django looks the methods up on every call, and an
+    # instance dict is one more lookup that always misses.
+    __slots__ = ()
 
-    def db_for_write(self, model: type[Model], **hints: Any) -> str | None:
-        cluster = _runtime.cluster or _runtime.get_cluster()
-        if hints:
-            db = _instance_db(hints)
-            if db is not None and db not in _runtime.get_settings().aliases:
-                return None  # an object of another database stays there
-        note_write()
-        return cluster.write()
+    # Static: Django's lookup returns the native functions as they are, with no bound
+    # method to allocate per call (they need no ``self``).
+    db_for_read = staticmethod(_core.db_for_read)
+    db_for_write = staticmethod(_core.db_for_write)
 
     def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool | None:
         settings = _runtime.peek_settings()

@@ -172,3 +172,40 @@ fn reason_indices_match_names() {
     assert_eq!(REASON_NAMES[Reason::LagTolerated as usize], "lag_tolerated");
     assert_eq!(Reason::LagTolerated as usize, REASON_COUNT - 1);
 }
+
+#[test]
+fn eligibility_now_agrees_with_the_fine_clock() {
+    let now = Instant::now();
+    let stale = SnapNode {
+        fresh_until: now - Duration::from_millis(1),
+        ..up(1.0, now, 0)
+    };
+    let nodes = vec![
+        up(1.0, now, 0),
+        up(0.0, now, 0),
+        lagging(1.0, now, 0),
+        stale,
+        up(2.0, now, 0),
+    ];
+    let snap = Snapshot::new(nodes, now);
+    for i in 0..6 {
+        assert_eq!(
+            snap.is_eligible_now(i),
+            snap.is_eligible(i, Instant::now()),
+            "node {i}"
+        );
+    }
+    assert!(snap.is_eligible_now(4) && !snap.is_eligible_now(3) && !snap.is_eligible_now(2));
+    // Past `valid_until` the fine clock decides again: the node has gone stale.
+    let built = Instant::now();
+    let brief = SnapNode {
+        fresh_until: built + Duration::from_millis(30),
+        ..up(1.0, built, 0)
+    };
+    let snap = Snapshot::new(vec![up(1.0, built, 0), brief], built);
+    std::thread::sleep(Duration::from_millis(60));
+    assert!(!snap.is_eligible_now(1) && !snap.is_eligible(1, Instant::now()));
+    // A cold snapshot: nothing eligible.
+    let cold = Snapshot::cold(&[1.0, 1.0], now);
+    assert!(!cold.is_eligible_now(0) && !cold.is_eligible_now(1));
+}
