@@ -17,8 +17,19 @@ use crate::probe::{redact, Fault, FaultKind};
 use crate::py_settings::RouterSettings;
 use crate::report::reports;
 use crate::rng::uniform;
+use crate::roles::Writer;
 use crate::select::{Reason, REASON_NAMES};
 use crate::step::Severity;
+
+pyo3::create_exception!(
+    _core,
+    NoPrimary,
+    pyo3::exceptions::PyException,
+    "No node can take writes now: none is primary (within the wait), or two are."
+);
+
+/// How often a connection waiting for a primary re-probes every node.
+const GAP_PULSE: Duration = Duration::from_millis(50);
 
 /// Gives every `Cluster` an identity for the per-thread connection cache.
 static NEXT_CLUSTER_ID: AtomicU64 = AtomicU64::new(1);
@@ -110,6 +121,24 @@ impl Cluster {
         self.aliases[node].clone_ref(py)
     }
 
+    /// The node alias index `slot` connects to now.
+    fn target_of(&self, slot: usize) -> usize {
+        self.shared
+            .snapshot
+            .load()
+            .roles
+            .targets
+            .get(slot)
+            .copied()
+            .unwrap_or(slot)
+    }
+
+    /// A node for messages: its address and the alias it was configured for.
+    fn node_name(&self, i: usize) -> String {
+        let n = &self.shared.config.nodes[i];
+        format!("{}:{} ({:?})", n.host, n.port, n.alias)
+    }
+
     fn index_of(&self, alias: &str) -> Option<usize> {
         self.shared
             .config
@@ -182,11 +211,17 @@ impl Cluster {
 
     /// A real connection or query on `alias` failed for a node fault of `kind` (see
     /// `classify_failure`): the node leaves reads now and is re-probed at once. Returns
-    /// whether the node was taking reads until now.
-    fn report_fault(&self, alias: &str, kind: &str, message: &str) -> bool {
+    /// whether the node was taking reads until now. `node`: the node the connection
+    /// went to (`connect_target`); by default, where the alias connects now.
+    #[pyo3(signature = (alias, kind, message, node=None))]
+    fn report_fault(&self, alias: &str, kind: &str, message: &str, node: Option<usize>) -> bool {
         self.prober.ensure_started();
-        let (Some(idx), Some(kind)) = (self.index_of(alias), FaultKind::from_name(kind)) else {
+        let (Some(slot), Some(kind)) = (self.index_of(alias), FaultKind::from_name(kind)) else {
             return false;
+        };
+        let idx = match node {
+            Some(n) if n < self.shared.config.nodes.len() => n,
+            _ => self.target_of(slot),
         };
         let password = self.shared.config.nodes[idx].password.as_deref();
         let fault = Fault {
@@ -194,6 +229,123 @@ impl Cluster {
             message: format!("passive: {}", redact(message.trim(), password)),
         };
         self.prober.report_passive(idx, fault, Instant::now())
+    }
+
+    /// Where a new connection of `alias` goes now: `(node, host, port)`. For the primary
+    /// alias, the node that is primary now (never `avoid`, a node that just failed a
+    /// write): while none is known it re-probes every node and waits (GIL released)
+    /// up to `wait` seconds, then raises `NoPrimary`; two primaries on the newest
+    /// timeline raise `NoPrimary` at once, naming both. Other aliases never wait.
+    #[pyo3(signature = (alias, wait=0.0, avoid=None))]
+    fn connect_target(
+        &self,
+        py: Python<'_>,
+        alias: &str,
+        wait: f64,
+        avoid: Option<usize>,
+    ) -> PyResult<(usize, String, u16)> {
+        self.prober.ensure_started();
+        let Some(slot) = self.index_of(alias) else {
+            return Err(pyo3::exceptions::PyKeyError::new_err(alias.to_string()));
+        };
+        let place = |i: usize| {
+            let n = &self.shared.config.nodes[i];
+            (i, n.host.clone(), n.port)
+        };
+        if slot != 0 {
+            return Ok(place(self.target_of(slot)));
+        }
+        let wait = Duration::from_secs_f64(if wait.is_finite() {
+            wait.clamp(0.0, 3600.0)
+        } else {
+            0.0
+        });
+        let started = Instant::now();
+        loop {
+            let epoch = self.shared.role_epoch.load(Ordering::Acquire);
+            let roles = std::sync::Arc::clone(&self.shared.snapshot.load().roles);
+            match &roles.writer {
+                Writer::Known(w) if Some(*w) != avoid => return Ok(place(*w)),
+                Writer::Split(nodes) => {
+                    let names: Vec<String> = nodes.iter().map(|&i| self.node_name(i)).collect();
+                    return Err(NoPrimary::new_err(format!(
+                        "writes refused: {} servers claim to be primary on timeline {}: {}",
+                        nodes.len(),
+                        roles.timeline.map_or("unknown".into(), |t| t.to_string()),
+                        names.join(" and ")
+                    )));
+                }
+                _ => {}
+            }
+            let waited = started.elapsed();
+            if waited >= wait {
+                let nodes: Vec<String> = (0..self.shared.config.nodes.len())
+                    .map(|i| self.node_name(i))
+                    .collect();
+                return Err(NoPrimary::new_err(format!(
+                    "no primary is known for {alias:?} after waiting {:.1} s \
+                     (PRIMARY_WAIT_TIMEOUT); nodes: {}",
+                    waited.as_secs_f64(),
+                    nodes.join(", ")
+                )));
+            }
+            let slice = (wait - waited).min(GAP_PULSE);
+            self.prober.reprobe();
+            py.detach(|| self.shared.wait_roles(epoch, slice));
+        }
+    }
+
+    /// Re-probes every node now (a write met a read-only node, or the primary failed).
+    fn reprobe(&self) {
+        self.prober.ensure_started();
+        self.prober.reprobe();
+    }
+
+    /// Changes whenever the roles change: a connection made at another epoch is
+    /// checked with `connect_target` before it is reused.
+    #[getter]
+    fn role_epoch(&self) -> u64 {
+        self.shared.role_epoch.load(Ordering::Acquire)
+    }
+
+    /// The observed roles: who is primary now, where each alias connects, changes.
+    fn roles<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.prober.ensure_started();
+        let roles = std::sync::Arc::clone(&self.shared.snapshot.load().roles);
+        let nodes = &self.shared.config.nodes;
+        let d = PyDict::new(py);
+        let (state, primary) = match &roles.writer {
+            Writer::Known(w) => ("known", Some(*w)),
+            Writer::Unknown => ("unknown", None),
+            Writer::Split(_) => ("split", None),
+        };
+        d.set_item("state", state)?;
+        d.set_item("primary_node", primary.map(|w| nodes[w].alias.clone()))?;
+        d.set_item("primary_host", primary.map(|w| nodes[w].host.clone()))?;
+        d.set_item("primary_port", primary.map(|w| nodes[w].port))?;
+        let split: Vec<String> = match &roles.writer {
+            Writer::Split(v) => v.iter().map(|&i| nodes[i].alias.clone()).collect(),
+            _ => Vec::new(),
+        };
+        d.set_item("split", split)?;
+        let stale: Vec<String> = roles
+            .stale
+            .iter()
+            .map(|&i| nodes[i].alias.clone())
+            .collect();
+        d.set_item("stale_primaries", stale)?;
+        d.set_item("timeline", roles.timeline)?;
+        d.set_item(
+            "role_changes",
+            self.shared.role_changes.load(Ordering::Relaxed),
+        )?;
+        let targets = PyDict::new(py);
+        for (slot, n) in nodes.iter().enumerate() {
+            let t = roles.targets.get(slot).copied().unwrap_or(slot);
+            targets.set_item(&n.alias, nodes[t].alias.clone())?;
+        }
+        d.set_item("connects_to", targets)?;
+        Ok(d)
     }
 
     /// Starts the prober if it is not running in this process (idempotent).
@@ -252,8 +404,19 @@ impl Cluster {
         self.prober.ensure_started();
         let view = self.prober.view();
         let out = PyList::empty(py);
-        for r in reports(&self.shared, view.as_ref(), Instant::now()) {
+        let roles = std::sync::Arc::clone(&self.shared.snapshot.load().roles);
+        for (i, r) in reports(&self.shared, view.as_ref(), Instant::now())
+            .into_iter()
+            .enumerate()
+        {
             let d = PyDict::new(py);
+            d.set_item("primary_now", roles.writer_node() == Some(i))?;
+            d.set_item(
+                "connected_as",
+                roles
+                    .slot_of(i)
+                    .map(|s| self.shared.config.nodes[s].alias.clone()),
+            )?;
             d.set_item("alias", r.alias)?;
             d.set_item("configured_role", r.configured_role)?;
             d.set_item("weight", r.weight)?;

@@ -271,6 +271,13 @@ impl Sharing {
     }
 
     /// A passive fault seen by this process; see `Engine::report_passive`.
+    /// Re-probes every node if this process is the host's prober.
+    pub(crate) fn reprobe(&self) {
+        if let Some(engine) = self.engine.load_full() {
+            engine.reprobe();
+        }
+    }
+
     pub(crate) fn report_passive(&self, idx: usize, fault: Fault, now: Instant) -> bool {
         if let Some(engine) = self.engine.load_full() {
             return engine.report_passive(idx, fault, now);

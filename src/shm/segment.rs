@@ -19,7 +19,7 @@ use node::{decode_node, encode_node};
 
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"RRSHARE\x01");
 /// Bumped on any change of the layout below (also part of the file name).
-pub(crate) const LAYOUT: u64 = 1;
+pub(crate) const LAYOUT: u64 = 2;
 pub(crate) const H_MAGIC: usize = 0;
 const H_LAYOUT: usize = 1;
 const H_CRATE: usize = 2;
