@@ -15,9 +15,7 @@ use crate::lifecycle::Lifecycle;
 use crate::monitor::Shared;
 use crate::probe::{redact, Fault, FaultKind};
 use crate::py_settings::RouterSettings;
-use crate::report::reports;
 use crate::rng::uniform;
-use crate::roles::Writer;
 use crate::select::{Reason, REASON_NAMES};
 use crate::step::Severity;
 
@@ -28,8 +26,8 @@ pyo3::create_exception!(
     "No node can take writes now: none is primary (within the wait), or two are."
 );
 
-/// How often a connection waiting for a primary re-probes every node.
-const GAP_PULSE: Duration = Duration::from_millis(50);
+mod roles;
+mod status;
 
 /// Gives every `Cluster` an identity for the per-thread connection cache.
 static NEXT_CLUSTER_ID: AtomicU64 = AtomicU64::new(1);
@@ -244,55 +242,7 @@ impl Cluster {
         wait: f64,
         avoid: Option<usize>,
     ) -> PyResult<(usize, String, u16)> {
-        self.prober.ensure_started();
-        let Some(slot) = self.index_of(alias) else {
-            return Err(pyo3::exceptions::PyKeyError::new_err(alias.to_string()));
-        };
-        let place = |i: usize| {
-            let n = &self.shared.config.nodes[i];
-            (i, n.host.clone(), n.port)
-        };
-        if slot != 0 {
-            return Ok(place(self.target_of(slot)));
-        }
-        let wait = Duration::from_secs_f64(if wait.is_finite() {
-            wait.clamp(0.0, 3600.0)
-        } else {
-            0.0
-        });
-        let started = Instant::now();
-        loop {
-            let epoch = self.shared.role_epoch.load(Ordering::Acquire);
-            let roles = std::sync::Arc::clone(&self.shared.snapshot.load().roles);
-            match &roles.writer {
-                Writer::Known(w) if Some(*w) != avoid => return Ok(place(*w)),
-                Writer::Split(nodes) => {
-                    let names: Vec<String> = nodes.iter().map(|&i| self.node_name(i)).collect();
-                    return Err(NoPrimary::new_err(format!(
-                        "writes refused: {} servers claim to be primary on timeline {}: {}",
-                        nodes.len(),
-                        roles.timeline.map_or("unknown".into(), |t| t.to_string()),
-                        names.join(" and ")
-                    )));
-                }
-                _ => {}
-            }
-            let waited = started.elapsed();
-            if waited >= wait {
-                let nodes: Vec<String> = (0..self.shared.config.nodes.len())
-                    .map(|i| self.node_name(i))
-                    .collect();
-                return Err(NoPrimary::new_err(format!(
-                    "no primary is known for {alias:?} after waiting {:.1} s \
-                     (PRIMARY_WAIT_TIMEOUT); nodes: {}",
-                    waited.as_secs_f64(),
-                    nodes.join(", ")
-                )));
-            }
-            let slice = (wait - waited).min(GAP_PULSE);
-            self.prober.reprobe();
-            py.detach(|| self.shared.wait_roles(epoch, slice));
-        }
+        self.connect_target_impl(py, alias, wait, avoid)
     }
 
     /// Re-probes every node now (a write met a read-only node, or the primary failed).
@@ -310,42 +260,7 @@ impl Cluster {
 
     /// The observed roles: who is primary now, where each alias connects, changes.
     fn roles<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        self.prober.ensure_started();
-        let roles = std::sync::Arc::clone(&self.shared.snapshot.load().roles);
-        let nodes = &self.shared.config.nodes;
-        let d = PyDict::new(py);
-        let (state, primary) = match &roles.writer {
-            Writer::Known(w) => ("known", Some(*w)),
-            Writer::Unknown => ("unknown", None),
-            Writer::Split(_) => ("split", None),
-        };
-        d.set_item("state", state)?;
-        d.set_item("primary_node", primary.map(|w| nodes[w].alias.clone()))?;
-        d.set_item("primary_host", primary.map(|w| nodes[w].host.clone()))?;
-        d.set_item("primary_port", primary.map(|w| nodes[w].port))?;
-        let split: Vec<String> = match &roles.writer {
-            Writer::Split(v) => v.iter().map(|&i| nodes[i].alias.clone()).collect(),
-            _ => Vec::new(),
-        };
-        d.set_item("split", split)?;
-        let stale: Vec<String> = roles
-            .stale
-            .iter()
-            .map(|&i| nodes[i].alias.clone())
-            .collect();
-        d.set_item("stale_primaries", stale)?;
-        d.set_item("timeline", roles.timeline)?;
-        d.set_item(
-            "role_changes",
-            self.shared.role_changes.load(Ordering::Relaxed),
-        )?;
-        let targets = PyDict::new(py);
-        for (slot, n) in nodes.iter().enumerate() {
-            let t = roles.targets.get(slot).copied().unwrap_or(slot);
-            targets.set_item(&n.alias, nodes[t].alias.clone())?;
-        }
-        d.set_item("connects_to", targets)?;
-        Ok(d)
+        self.roles_impl(py)
     }
 
     /// Starts the prober if it is not running in this process (idempotent).
@@ -401,67 +316,7 @@ impl Cluster {
 
     /// One dict per node, primary first; see `_core.pyi` (`NodeStatus`).
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        self.prober.ensure_started();
-        let view = self.prober.view();
-        let out = PyList::empty(py);
-        let roles = std::sync::Arc::clone(&self.shared.snapshot.load().roles);
-        for (i, r) in reports(&self.shared, view.as_ref(), Instant::now())
-            .into_iter()
-            .enumerate()
-        {
-            let d = PyDict::new(py);
-            d.set_item("primary_now", roles.writer_node() == Some(i))?;
-            d.set_item(
-                "connected_as",
-                roles
-                    .slot_of(i)
-                    .map(|s| self.shared.config.nodes[s].alias.clone()),
-            )?;
-            d.set_item("alias", r.alias)?;
-            d.set_item("configured_role", r.configured_role)?;
-            d.set_item("weight", r.weight)?;
-            d.set_item("host", r.host)?;
-            d.set_item("port", r.port)?;
-            d.set_item("reads_routed", r.reads_routed)?;
-            let by_reason = PyDict::new(py);
-            for (name, v) in r.reads_by_reason {
-                by_reason.set_item(name, v)?;
-            }
-            d.set_item("reads_by_reason", by_reason)?;
-            let Some(p) = r.probed else {
-                d.set_item("state", "unknown")?;
-                out.append(d)?;
-                continue;
-            };
-            d.set_item("state", p.state)?;
-            d.set_item("stale", p.stale)?;
-            d.set_item("observed_role", p.observed_role)?;
-            d.set_item("role_mismatch", p.role_mismatch)?;
-            d.set_item("timeline", p.timeline)?;
-            d.set_item("lag_bytes", p.lag_bytes)?;
-            d.set_item("lag_seconds", p.lag_seconds)?;
-            d.set_item("replay_paused", p.replay_paused)?;
-            d.set_item("wal_receiver_status", p.wal_receiver_status)?;
-            d.set_item("current_lsn", p.current_lsn)?;
-            d.set_item("receive_lsn", p.receive_lsn)?;
-            d.set_item("replay_lsn", p.replay_lsn)?;
-            d.set_item("latency_ms", p.latency_ms)?;
-            d.set_item("consecutive_failures", p.consecutive_failures)?;
-            d.set_item("consecutive_successes", p.consecutive_successes)?;
-            d.set_item("probes", p.probes)?;
-            d.set_item("failed_probes", p.failed_probes)?;
-            d.set_item("passive_faults", p.passive_faults)?;
-            d.set_item("last_error", p.last_error)?;
-            d.set_item("error_class", p.error_class)?;
-            d.set_item("last_state_change", p.last_state_change)?;
-            d.set_item("last_probe", p.last_probe)?;
-            d.set_item("last_good_probe_age", p.last_good_probe_age)?;
-            d.set_item("prober_pid", p.prober_pid)?;
-            d.set_item("shared", p.shared)?;
-            d.set_item("snapshot_age", p.snapshot_age)?;
-            out.append(d)?;
-        }
-        Ok(out)
+        self.status_impl(py)
     }
 
     /// Waits up to `timeout` seconds (GIL released) for state-change events; returns

@@ -120,5 +120,7 @@ pub fn observe_roles(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) ->
     }
 }
 
+pub(crate) mod changes;
+
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::config::{ClusterConfig, Role};
 use crate::health::{Health, State, WalHistory};
 use crate::probe::{Fault, FaultKind, Sample};
-use crate::roles::{observe_roles, Roles, Writer};
+use crate::roles::{observe_roles, Roles};
 use crate::select::{SnapNode, Snapshot};
 
 /// How loud an event is; the binding maps it to a Python logging level.
@@ -234,7 +234,7 @@ pub(crate) fn observe(
         events.push(transition_event(cfg, idx, n, old, new, &cause));
     }
 
-    update_roles(cfg, st, now, &mut events);
+    crate::roles::changes::update_roles(cfg, st, now, &mut events);
     events
 }
 
@@ -250,123 +250,18 @@ pub(crate) fn passive(
     n.passive_faults += 1;
     n.last_error = Some(fault);
     let mut events = match n.health.on_passive_fault(now) {
-        Some((old, new)) => {
-            let mut e = transition_event(cfg, idx, n, old, new, "reported by a query");
-            // One failed connect or query (a connect timeout through a proxy, say) does
-            // not interrupt the node's other connections: only the prober's own
-            // timeouts (FALL of them) do.
-            e.interrupt = false;
-            vec![e]
-        }
+        Some((old, new)) => vec![transition_event(
+            cfg,
+            idx,
+            n,
+            old,
+            new,
+            "reported by a query",
+        )],
         None => Vec::new(),
     };
-    update_roles(cfg, st, now, &mut events);
+    crate::roles::changes::update_roles(cfg, st, now, &mut events);
     events
-}
-
-/// Re-derives the roles after a step; logs (once) a change of primary, a gap with no
-/// primary, and two primaries.
-fn update_roles(cfg: &ClusterConfig, st: &mut EngineState, now: Instant, events: &mut Vec<Event>) {
-    let roles = observe_roles(cfg, &st.nodes, now);
-    let name = |i: usize| {
-        let n = &cfg.nodes[i];
-        format!("{}:{} (configured as {:?})", n.host, n.port, n.alias)
-    };
-    if roles.writer != st.roles.writer {
-        match (&roles.writer, st.last_writer) {
-            (Writer::Known(w), Some(last)) if *w != last => {
-                st.role_changes += 1;
-                events.push(Event::cluster(
-                    Severity::Warning,
-                    format!(
-                        "the primary is now {} on timeline {}, was {}: new connections of \
-                         {:?} go to it (role change {})",
-                        name(*w),
-                        fmt_opt(roles.timeline),
-                        name(last),
-                        cfg.nodes[0].alias,
-                        st.role_changes
-                    ),
-                ));
-            }
-            (Writer::Known(w), Some(_)) => events.push(Event::cluster(
-                Severity::Info,
-                format!("the primary {} takes writes again", name(*w)),
-            )),
-            (Writer::Known(_), None) => {}
-            (Writer::Unknown, Some(last)) => events.push(Event::cluster(
-                Severity::Warning,
-                format!(
-                    "no primary is known now (last: {}): new write connections wait for one",
-                    name(last)
-                ),
-            )),
-            _ => {}
-        }
-        if let Writer::Known(w) = roles.writer {
-            st.last_writer = Some(w);
-        }
-    }
-    st.roles = roles;
-    check_split_brain(cfg, st, now, events);
-}
-
-fn check_split_brain(
-    cfg: &ClusterConfig,
-    st: &mut EngineState,
-    now: Instant,
-    events: &mut Vec<Event>,
-) {
-    let mut claims: Vec<(usize, Option<u32>)> = Vec::new();
-    let mut servers: Vec<Option<u64>> = Vec::new();
-    for (i, n) in st.nodes.iter().enumerate() {
-        let Some(s) = n.sample.as_ref().filter(|s| !s.in_recovery) else {
-            continue;
-        };
-        if !n.health.state.is_live() {
-            continue;
-        }
-        // Two aliases that reach one server (through a proxy) are one claim.
-        if s.started_us.is_some() && servers.contains(&s.started_us) {
-            continue;
-        }
-        servers.push(s.started_us);
-        claims.push((i, s.timeline));
-    }
-    if claims.len() < 2 {
-        st.split_brain_reported = false;
-        st.split_since = None;
-        return;
-    }
-    let since = *st.split_since.get_or_insert(now);
-    if st.split_brain_reported || now.saturating_duration_since(since) < cfg.staleness_window() {
-        return;
-    }
-    st.split_brain_reported = true;
-    let newest = claims.iter().max_by_key(|(_, tl)| tl.unwrap_or(0));
-    let list: Vec<String> = claims
-        .iter()
-        .map(|(i, tl)| format!("{:?} (timeline {})", cfg.nodes[*i].alias, fmt_opt(*tl)))
-        .collect();
-    let newest = newest.map_or("unknown".into(), |(i, _)| {
-        format!("{:?}", cfg.nodes[*i].alias)
-    });
-    let writes = match &st.roles.writer {
-        Writer::Known(w) => format!(
-            "writes go to {}:{} (the newest)",
-            cfg.nodes[*w].host, cfg.nodes[*w].port
-        ),
-        Writer::Split(_) => "writes are refused (split brain)".into(),
-        Writer::Unknown => "no primary is known".into(),
-    };
-    events.push(Event::cluster(
-        Severity::Error,
-        format!(
-            "{} nodes claim to be primary: {}; the newest timeline is on {newest}: {writes}",
-            claims.len(),
-            list.join(", "),
-        ),
-    ));
 }
 
 /// The log record of a node's state change; `cause` says what made it go down.
@@ -414,7 +309,7 @@ fn transition_event(
     }
 }
 
-fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
+pub(crate) fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "unknown".into(), |v| v.to_string())
 }
 

@@ -5,6 +5,8 @@ use super::{fail, integer, key, node, seconds, Family, Settings, SettingsError, 
 use super::{py_list, KEYS, POSTGRES_ENGINES};
 use crate::config::{ClusterConfig, Role};
 
+mod roles;
+
 /// Validates `REPLICA_ROUTER` (`router`, `None` when unset) against `DATABASES`.
 /// `probe_databases` are the entries to connect to (captured before a test runner
 /// renamed `NAME`); the aliases and engines always come from `databases`.
@@ -225,22 +227,11 @@ pub fn build(
     let test_mirror = flag("TEST_MIRROR", true)?;
     let test_replica_reads = flag("TEST_REPLICA_READS", false)?;
     let share_health = flag("SHARE_HEALTH", true)?;
-    let wait = or("PRIMARY_WAIT_TIMEOUT", Value::Float(10.0));
-    let primary_wait_timeout = match wait.number() {
-        Some(f) if f.is_finite() && (0.0..=3600.0).contains(&f) => f,
-        _ => {
-            return fail(
-                Family::Option,
-                format!(
-                    "{} must be a number of seconds from 0 to 3600, got {}",
-                    key("PRIMARY_WAIT_TIMEOUT"),
-                    wait.repr()
-                ),
-                HINT,
-            )
-        }
-    };
-    let patroni_urls = patroni_urls(get("PATRONI_URLS"))?;
+    let primary_wait_timeout = roles::primary_wait_timeout(&or(
+        "PRIMARY_WAIT_TIMEOUT",
+        Value::Float(roles::DEFAULT_PRIMARY_WAIT),
+    ))?;
+    let patroni_urls = roles::patroni_urls(get("PATRONI_URLS"))?;
 
     let entry = |alias: &str| {
         probe_databases
@@ -278,39 +269,6 @@ pub fn build(
         primary_wait_timeout,
         patroni_urls,
     })
-}
-
-/// `PATRONI_URLS`: a list (or tuple) of `http://` or `https://` base URLs.
-fn patroni_urls(v: &Value) -> Result<Vec<String>, SettingsError> {
-    let bad = |what: String| {
-        fail(
-            Family::Option,
-            format!(
-                "{} must be a list of Patroni REST base URLs (http:// or https://), {what}",
-                key("PATRONI_URLS")
-            ),
-            HINT,
-        )
-    };
-    let items = match v {
-        Value::None => return Ok(Vec::new()),
-        Value::List(items) => items,
-        other => return bad(format!("got {}", other.repr())),
-    };
-    let mut urls = Vec::with_capacity(items.len());
-    for item in items {
-        match item {
-            Value::Str(u)
-                if (u.starts_with("http://") || u.starts_with("https://"))
-                    && u.len() > "https://".len()
-                    && !u.chars().any(char::is_whitespace) =>
-            {
-                urls.push(u.trim_end_matches('/').to_string())
-            }
-            other => return bad(format!("got the item {}", other.repr())),
-        }
-    }
-    Ok(urls)
 }
 
 /// A weight: a number >= 0 (not a bool); `default` when unset.

@@ -85,10 +85,10 @@ fn promoted_replica_is_flagged_and_not_read_from() {
         .iter()
         .all(|e| !e.message.contains("claim to be primary")));
     let later = now + cfg.staleness_window();
-    ok(&cfg, &mut st, 0, sample_primary(100), later);
+    let mut events = ok(&cfg, &mut st, 0, sample_primary(100), later);
     let mut again = sample_primary(200);
     again.timeline = Some(2);
-    let events = ok(&cfg, &mut st, 1, again, later);
+    events.extend(ok(&cfg, &mut st, 1, again, later));
     assert!(
         events
             .iter()

@@ -115,6 +115,12 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
         except Exception as exc:
             kind = faults.node_fault(exc) if self._rr_member() else None
             if kind is not None:
+                if kind == "timeout":
+                    # A connect that timed out (through a proxy retrying a dead
+                    # backend, say) says nothing of the alias's open connections: a
+                    # connect failure, which takes it out of reads but interrupts
+                    # nothing (the prober's own timeouts do, for a frozen node).
+                    kind = "connection_failure"
                 # Takes the node out; on the primary, re-probes every node at once.
                 faults.report(self.alias, kind, exc, node=node)
             raise
