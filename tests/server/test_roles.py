@@ -84,9 +84,7 @@ def server_port(alias: str) -> int:
 
 
 def rows_with(c: LocalCluster, node: str, value: str) -> int:
-    return int(
-        c.sql(node, f"SELECT count(*) FROM router_replicationmodel WHERE name = '{value}'")
-    )
+    return int(c.sql(node, f"SELECT count(*) FROM router_replicationmodel WHERE name = '{value}'"))
 
 
 def write(value: str) -> None:
