@@ -16,7 +16,14 @@ from django.db import OperationalError
 
 from replica_router import _core, _runtime
 
-__all__ = ["READ_ONLY_SQLSTATE", "PrimaryUnavailable", "is_read_only_rejection", "roles", "target"]
+__all__ = [
+    "READ_ONLY_SQLSTATE",
+    "PrimaryUnavailable",
+    "is_read_only_rejection",
+    "primary_line",
+    "roles",
+    "target",
+]
 
 #: ``read_only_sql_transaction``: a write sent to a standby (a demoted primary).
 READ_ONLY_SQLSTATE = "25006"
@@ -52,3 +59,19 @@ def is_read_only_rejection(exc: BaseException) -> bool:
     cause = exc.__cause__ if exc.__cause__ is not None else exc
     sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
     return bool(sqlstate == READ_ONLY_SQLSTATE)
+
+
+def primary_line(roles: dict[str, Any]) -> str:
+    """Which node is the primary now (observed), and how many times it changed."""
+    changes = roles.get("role_changes", 0)
+    state = roles.get("state")
+    if state == "known":
+        where = (
+            f"{roles['primary_host']}:{roles['primary_port']} "
+            f"(configured as {roles['primary_node']!r}), timeline {roles.get('timeline')}"
+        )
+    elif state == "split":
+        where = "none: " + " and ".join(map(repr, roles.get("split", []))) + " both claim it"
+    else:
+        where = "none known"
+    return f"primary now: {where}; role changes: {changes}"
