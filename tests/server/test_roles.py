@@ -10,7 +10,7 @@ the statement is rejected with 25006 deterministically).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -34,12 +34,14 @@ from tests.support import (
 SLACK = 1.0
 
 
-def cluster_databases(c: LocalCluster) -> dict[str, dict[str, Any]]:
+def cluster_databases(
+    c: LocalCluster, alias: dict[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
     """``default`` on the primary node and ``replica`` on the standby, both with the
-    router's backend (the README's aliases)."""
+    router's backend (the README's aliases) and the ``alias`` settings."""
     return {
-        "default": {**c.dsn("primary"), "ENGINE": BACKEND},
-        "replica": {**c.dsn("standby"), "ENGINE": BACKEND},
+        "default": {**c.dsn("primary"), "ENGINE": BACKEND, **(alias or {})},
+        "replica": {**c.dsn("standby"), "ENGINE": BACKEND, **(alias or {})},
     }
 
 
@@ -61,14 +63,31 @@ def using_databases(dbs: dict[str, dict[str, Any]], **router: Any) -> Iterator[N
             yield
         finally:
             reload_connections()
+            close_pools(dbs)
     reload_connections()
 
 
+def close_pools(aliases: Iterable[str]) -> None:
+    """Django keeps connection pools per alias for the process: close those of
+    ``aliases`` (they point at a cluster that goes away)."""
+    from django.db.backends.postgresql.base import DatabaseWrapper as Postgres
+
+    from replica_router.backends.postgresql.base import DatabaseWrapper
+
+    for alias in aliases:
+        pool = Postgres._connection_pools.pop(alias, None)
+        if pool is not None:
+            pool.close()
+        DatabaseWrapper._rr_pool_nodes.pop(alias, None)
+
+
 @contextmanager
-def on_cluster(c: LocalCluster, **router: Any) -> Iterator[None]:
-    """Django pointed at ``c`` (with ``router`` settings changed), the model's table
-    created on its primary; every connection closed afterwards."""
-    with using_databases(cluster_databases(c), **router):
+def on_cluster(
+    c: LocalCluster, alias: dict[str, Any] | None = None, **router: Any
+) -> Iterator[None]:
+    """Django pointed at ``c`` (``alias`` settings on its aliases, ``router`` settings
+    changed), the model's table created on its primary; connections closed after."""
+    with using_databases(cluster_databases(c, alias), **router):
         with connections["default"].schema_editor() as editor:
             editor.create_model(ReplicationModel)
         c.wait_replayed()
@@ -154,11 +173,11 @@ def test_failover_writes_resume_on_the_promoted_standby(
 
 
 @contextmanager
-def demoted_unseen(c: LocalCluster) -> Iterator[None]:
-    """Django on ``c`` with a long probe interval; then a switchover the core has not
-    probed yet: a new connection of ``default`` still goes to the old primary, which
-    is a streaming standby now."""
-    with on_cluster(c, PROBE_INTERVAL=60.0, FALL=2, RISE=1):
+def demoted_unseen(c: LocalCluster, **alias: Any) -> Iterator[None]:
+    """Django on ``c`` (``alias`` settings on both aliases) with a long probe interval;
+    then a switchover the core has not probed yet: a new connection of ``default``
+    still goes to the old primary, which is a streaming standby now."""
+    with on_cluster(c, alias, PROBE_INTERVAL=60.0, FALL=2, RISE=1):
         connections.close_all()
         switchover(c)
         assert roles()["primary_node"] == "default"  # not seen yet
@@ -176,6 +195,22 @@ def test_write_rejected_as_read_only_runs_once_on_the_new_primary(
         assert rows_with(c, "standby", "retried") == 1
         assert server_port("default") == c.port("standby")
         assert roles()["primary_node"] == "replica"
+
+
+def test_with_django_pool_writes_follow_the_primary(
+    make_cluster: Callable[[], LocalCluster], router_reset: None
+) -> None:
+    """With Django's connection pool (``OPTIONS["pool"]``), which connects where it was
+    built: the 25006 write runs once on the new primary, and the pool of ``default``
+    now hands out connections to it."""
+    c = make_cluster()
+    pool = {"pool": {"min_size": 1, "max_size": 2, "timeout": 5}}
+    # Health checks: the pool's connections from before the switchover are dead.
+    with demoted_unseen(c, OPTIONS=pool, CONN_HEALTH_CHECKS=True):
+        write("pooled")
+        assert rows_with(c, "standby", "pooled") == 1
+        connections["default"].close()
+        assert server_port("default") == c.port("standby")
 
 
 def test_write_inside_atomic_fails_and_is_not_repeated(

@@ -29,7 +29,7 @@ Works with psycopg 3 and psycopg2, persistent connections (``CONN_MAX_AGE``),
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db import DatabaseError
 from django.db.backends.postgresql import base as postgresql
@@ -60,6 +60,10 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
     #: A node to keep the primary alias away from for the next connect (it rejected
     #: a write as read-only, or refused the connect).
     _rr_avoid: int | None = None
+    #: Per alias, the node its connection pool (``OPTIONS["pool"]``) was built for.
+    _rr_pool_nodes: ClassVar[dict[str, int]] = {}
+    #: Host and port for the pool being built now (``get_connection_params``).
+    _rr_pool_place: tuple[Any, Any] | None = None
 
     def _rr_member(self) -> bool:
         """Whether this alias is a node of the router's cluster."""
@@ -80,7 +84,25 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
             params.setdefault("keepalives_idle", KEEPALIVES_IDLE)
             params.setdefault("keepalives_interval", KEEPALIVES_INTERVAL)
             params.setdefault("keepalives_count", KEEPALIVES_COUNT)
+            if self._rr_pool_place is not None:
+                params["host"], params["port"] = self._rr_pool_place
         return params
+
+    def _rr_follow_pool(self, node: int, conn_params: dict[str, Any]) -> None:
+        """Django's pool connects where it was built: when this alias's node changed
+        (a switchover), close it (connections in use close when returned) and build
+        it anew for the node ``conn_params`` point at."""
+        pools = self._connection_pools
+        if self.alias in pools and self._rr_pool_nodes.get(self.alias) == node:
+            return
+        if self.alias in pools:
+            self.close_pool()
+        self._rr_pool_place = (conn_params.get("host"), conn_params.get("port"))
+        try:
+            self.pool  # noqa: B018 - built from get_connection_params, placed
+        finally:
+            self._rr_pool_place = None
+        self._rr_pool_nodes[self.alias] = node
 
     def _rr_place(self, conn_params: dict[str, Any]) -> dict[str, Any]:
         """The one place that decides which node a new connection of this alias goes
@@ -110,6 +132,8 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
         role_epoch = cluster.role_epoch if cluster is not None else -1
         conn_params = self._rr_place(conn_params)
         node = self._rr_next_node
+        if node is not None and (self.settings_dict.get("OPTIONS") or {}).get("pool"):
+            self._rr_follow_pool(node, conn_params)
         try:
             connection = super().get_new_connection(conn_params)
         except Exception as exc:
@@ -219,7 +243,6 @@ class _RetryMixin:
                 pass
         return result
 
-
     def _rr_write_again(
         self, sql: str, params: Any, exc: DatabaseError, failed: int | None = None
     ) -> Any:
@@ -272,9 +295,7 @@ def _run_elsewhere(tried: list[str], sql: str, params: Any, exc: DatabaseError) 
             if kind is None:
                 raise
             if connected:  # a failed connect was reported by get_new_connection
-                faults.report(
-                    alias, kind, again, node=getattr(other, "_rr_node", None)
-                )
+                faults.report(alias, kind, again, node=getattr(other, "_rr_node", None))
             if isinstance(other, DatabaseWrapper):
                 other._rr_discard()
             continue
