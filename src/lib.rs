@@ -27,6 +27,7 @@ mod probe;
 mod py_settings;
 mod report;
 mod rng;
+mod roles;
 mod router;
 mod select;
 mod settings;
@@ -44,6 +45,8 @@ mod _core {
     use crate::bindings::classify_failure;
     #[pymodule_export]
     use crate::bindings::Cluster;
+    #[pymodule_export]
+    use crate::bindings::NoPrimary;
     #[pymodule_export]
     use crate::context::RouteState;
     #[pymodule_export]

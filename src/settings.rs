@@ -87,9 +87,14 @@ pub struct Settings {
     pub share_health: bool,
     /// `REPLICAS` was not set: the replica was taken by the default rule.
     pub replicas_implicit: bool,
+    /// `PRIMARY_WAIT_TIMEOUT`: how long a new write connection waits while no primary
+    /// is known (a switchover or failover in progress).
+    pub primary_wait_timeout: f64,
+    /// `PATRONI_URLS`: Patroni REST base URLs of the cluster (empty: not used).
+    pub patroni_urls: Vec<String>,
 }
 
-pub const KEYS: [&str; 16] = [
+pub const KEYS: [&str; 18] = [
     "PRIMARY",
     "REPLICAS",
     "PRIMARY_READ_WEIGHT",
@@ -106,6 +111,8 @@ pub const KEYS: [&str; 16] = [
     "TEST_MIRROR",
     "TEST_REPLICA_READS",
     "SHARE_HEALTH",
+    "PRIMARY_WAIT_TIMEOUT",
+    "PATRONI_URLS",
 ];
 
 /// A cluster's most nodes (the primary and its replicas): node sets are 64-bit masks.

@@ -205,3 +205,36 @@ def test_e003_hint_names_no_alias_that_is_not_a_standby() -> None:
     hint = error.hint or ""
     assert "None of ['replica', 'other'] answers as a hot standby" in hint, hint
     assert "'WEIGHT'" not in hint and '"REPLICAS": []' in hint, hint
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("PRIMARY_WAIT_TIMEOUT", -1),
+        ("PRIMARY_WAIT_TIMEOUT", "long"),
+        ("PRIMARY_WAIT_TIMEOUT", 7200),
+        ("PATRONI_URLS", "http://127.0.0.1:8008"),
+        ("PATRONI_URLS", ["127.0.0.1:8008"]),
+        ("PATRONI_URLS", ["http://"]),
+    ],
+)
+def test_bad_role_settings_are_e011_naming_key_and_value(key: str, value: Any) -> None:
+    """Proves: a bad ``PRIMARY_WAIT_TIMEOUT`` or ``PATRONI_URLS`` is error E011,
+    naming the key and the value."""
+    with router_settings(**{key: value}):
+        errors = ours()
+    assert ids(errors) == ["replica_router.E011"], errors
+    assert key in errors[0].msg and repr(value).strip("[]") in errors[0].msg, errors[0].msg
+
+
+def test_good_role_settings_and_patroni_urls_not_used_yet_is_w007() -> None:
+    """Proves: good values are accepted (``PRIMARY_WAIT_TIMEOUT`` 0 turns the wait off);
+    ``PATRONI_URLS``, validated but not polled by this version, is warning W007
+    rather than ignored silently."""
+    with router_settings(PRIMARY_WAIT_TIMEOUT=0):
+        assert ours() == []
+    with router_settings(PATRONI_URLS=["http://127.0.0.1:8008/"]):
+        messages = ours()
+    assert ids(messages) == ["replica_router.W007"], messages
+    assert isinstance(messages[0], checks.Warning)
+    assert "http://127.0.0.1:8008" in messages[0].msg

@@ -178,7 +178,9 @@ def test_defaults_without_any_setting() -> None:
         "FALL", "RISE", "MAX_LAG_SECONDS", "MAX_LAG_BYTES", "LAG_CEILING_SECONDS",
         "PIN_SECONDS", "COOKIE_NAME", "COOKIE_MAX_AGE", "TEST_MIRROR", "TEST_REPLICA_READS",
         "SHARE_HEALTH",
+        "PRIMARY_WAIT_TIMEOUT", "PATRONI_URLS",
     }  # fmt: skip
+    assert s.primary_wait_timeout == 10.0 and s.patroni_urls == []
 
 
 def test_none_turns_each_lag_limit_off() -> None:
