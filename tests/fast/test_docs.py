@@ -78,7 +78,6 @@ def test_address_snippet_is_a_urlconf() -> None:
 
 #: Pages that other branches of this release add; linked already from the index.
 PAGES_FROM_OTHER_BRANCHES = {
-    "docs/roles.md",
     "docs/failover-benchmark.md",
 }
 LINK = re.compile(r"\]\(([^)\s]+)\)")
