@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from replica_router import _core, conf, context, states, testing
+from replica_router import _core, _testmode, conf, context, node_connections, states
 
 logger = logging.getLogger("replica_router")
 
@@ -43,16 +43,24 @@ def _hinted_reader(c: _core.Cluster, aliases: tuple[str, ...]) -> Callable[[str]
 
 def use_readers(c: _core.Cluster | None = None, s: conf.RouterSettings | None = None) -> None:
     """Install the cluster in the core's routers, with the read functions for the
-    current mode: the core's own decision, or under a test runner ``testing.readers``."""
+    current mode: the core's own decision, or under a test runner ``_testmode.readers``."""
     c, s = c or cluster, s or settings
     if c is None or s is None:
         return
-    is_test = testing.active()
+    is_test = _testmode.active()
     context.test_units = is_test
     readers = None
     if is_test:
-        readers = testing.readers(c, s, (c.read, _hinted_reader(c, s.aliases)))
+        readers = _testmode.readers(c, s, (c.read, _hinted_reader(c, s.aliases)))
     _core.install_router(c, context.note_write, readers)
+
+
+def end_test() -> None:
+    """After each test of a test run: its unit of work is over (pins dropped), and
+    a cluster built before the test environment was set up gets the test readers."""
+    context.end_request()
+    if not context.test_units and _testmode.active():
+        use_readers()
 
 
 def _thread_connections_for(aliases: tuple[str, ...]) -> Callable[[], tuple[object, ...]]:
@@ -86,7 +94,7 @@ def get_cluster() -> _core.Cluster:
         # there never comes back here.
         use_readers(c, s)
         cluster = c
-        testing.install_hooks()
+        _testmode.install_hooks(end_test)
         _warn_if_app_missing()
         _start_log_thread(c)
         if not _atexit_registered:
@@ -123,7 +131,7 @@ def retry_alias(tried: list[str]) -> str | None:
     c = cluster or get_cluster()
     while True:
         alias = c.retry(tried)
-        if alias is None or not testing.active() or testing.allowed(alias):
+        if alias is None or not _testmode.active() or _testmode.allowed(alias):
             return alias
         tried = [*tried, alias]
 
@@ -153,19 +161,17 @@ def get_settings() -> conf.RouterSettings:
 
 
 def _log_events(c: _core.Cluster) -> None:
-    from replica_router import faults
-
     while not c.closed:
         try:
             for level, message, alias, state, interrupt in c.wait_events(1.0):
                 if level:  # 0: already logged by the host's shared prober
                     logger.log(level, "%s", message)
                 if alias is not None and state in (states.DOWN, states.MISCONFIGURED):
-                    faults.note_down(alias)
+                    node_connections.note_down(alias)
                 if alias is not None and interrupt:
                     # Frozen or blackholed: queries waiting on it would wait for as
                     # long as it stays so; make them fail now (reads are retried).
-                    faults.interrupt(alias, primary=alias == c.primary)
+                    node_connections.interrupt(alias, primary=alias == c.primary)
         except Exception:  # pragma: no cover - logging must never kill the thread
             logger.exception("replica_router: could not log a state change")
 

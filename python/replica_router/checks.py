@@ -40,7 +40,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
-from replica_router.states import DOWN, MISCONFIGURED, PRIMARY, UNKNOWN
+from replica_router.states import DOWN, MISCONFIGURED, PRIMARY, REPLICA, UNKNOWN
 
 ROUTER = "replica_router.ReadWriteRouter"
 BACKEND = "replica_router.backends.postgresql"
@@ -106,7 +106,7 @@ def _standbys_hint(default: str) -> str:
     except Exception:  # another setting is wrong too: its own error says so
         return default
     nodes = _probe_once(probe, float(router.get("PROBE_TIMEOUT") or 1.0))
-    standbys = [n["alias"] for n in nodes[1:] if n.get("observed_role") == "replica"]
+    standbys = [n["alias"] for n in nodes[1:] if n.get("observed_role") == REPLICA]
     if not standbys:
         return (
             f"{default} None of {others} answers as a hot standby now; if {primary!r} has "

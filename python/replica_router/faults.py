@@ -1,5 +1,7 @@
 """Faults on the request path: what the database backend reports to the core, which
-reads may run again elsewhere, and the connections to interrupt when a node freezes.
+reads may run again elsewhere. The connections of each alias (down epochs, interrupts
+of a frozen node) live in :mod:`replica_router.node_connections`, re-exported here
+for the backend.
 
 The rules that say whether a failure is a node fault live in the Rust core
 (``_core.classify_failure``, the same rules as for probes); this module only takes
@@ -8,15 +10,10 @@ what it needs out of a driver's exception (psycopg 3 or psycopg2).
 
 from __future__ import annotations
 
-import logging
-import os
 import re
-import socket
-import threading
-import weakref
-from typing import Any
 
-from replica_router import _core
+from replica_router import _core, _runtime
+from replica_router.node_connections import down_epoch, interrupt, note_down, register
 
 __all__ = [
     "down_epoch",
@@ -28,8 +25,6 @@ __all__ = [
     "report",
 ]
 
-logger = logging.getLogger("replica_router")
-
 #: Statements that only read. Anything else (or a read that takes locks, calls a
 #: sequence, or writes through ``SELECT ... INTO``) is never run a second time.
 _READ = re.compile(r"^\s*(?:\(\s*)*(?:SELECT|WITH|VALUES|SHOW|TABLE|EXPLAIN)\b", re.IGNORECASE)
@@ -39,15 +34,6 @@ _NOT_READ = re.compile(
     r"|NOTIFY|LISTEN|SET_CONFIG|LO_\w+|DBLINK\w*)\b",
     re.IGNORECASE,
 )
-
-#: Per alias, how many times its node went down; a connection opened before the
-#: latest one is stale and is closed before it is used again.
-down_epoch: dict[str, int] = {}
-_epoch_lock = threading.Lock()
-
-#: Django connection objects (one per thread and alias) per alias, for `interrupt`.
-_connections: dict[str, weakref.WeakSet[Any]] = {}
-_connections_lock = threading.Lock()
 
 
 def is_read_only(sql: str) -> bool:
@@ -80,18 +66,11 @@ def _is_driver_operational(err: BaseException) -> bool:
     return any(c.__name__ == "OperationalError" for c in type(err).__mro__)
 
 
-def note_down(alias: str) -> None:
-    """The node went down: every connection opened to it before now is stale."""
-    with _epoch_lock:
-        down_epoch[alias] = down_epoch.get(alias, 0) + 1
-
-
 def report(alias: str, kind: str, exc: BaseException, *, node: int | None = None) -> bool:
     """Tell the core that ``alias`` failed under real traffic (no I/O, no waiting);
     ``node``: the node the connection went to, when known (else where the alias
     connects now). Returns whether the node was taking reads until now."""
-    from replica_router import _runtime
-
+    # Not built here: a fault before the first route has no cluster to tell.
     cluster = _runtime.cluster
     if cluster is None:
         return False
@@ -100,56 +79,3 @@ def report(alias: str, kind: str, exc: BaseException, *, node: int | None = None
     if was_in_reads:
         note_down(alias)
     return was_in_reads
-
-
-def register(alias: str, connection: Any) -> None:
-    """Remember a Django connection object of ``alias`` (weakly)."""
-    with _connections_lock:
-        conns = _connections.get(alias)
-        if conns is None:
-            conns = _connections[alias] = weakref.WeakSet()
-        try:
-            conns.add(connection)
-        except TypeError:  # a driver object without weak references: not tracked
-            pass
-
-
-def interrupt(alias: str, *, primary: bool) -> int:
-    """Shut down the sockets of the live connections to ``alias``: queries waiting
-    on a frozen node then fail at once (and reads are retried elsewhere). Returns how
-    many were interrupted. Shutting a socket down, unlike closing its descriptor,
-    leaves the descriptor to its owner, so a driver never sees a reused number.
-
-    On the primary, a connection inside a transaction is left alone: a write is never
-    failed on the prober's word alone (it fails, as with Django, if the node does)."""
-    with _connections_lock:
-        wrappers = list(_connections.get(alias, ()))
-    done = 0
-    for wrapper in wrappers:
-        conn = getattr(wrapper, "connection", None)
-        if conn is None or _closed(conn):
-            continue
-        if primary and (wrapper.in_atomic_block or not getattr(wrapper, "autocommit", True)):
-            continue
-        try:
-            fd = conn.fileno()
-        except Exception:  # closed meanwhile
-            continue
-        try:
-            dup = os.dup(fd)
-        except OSError:
-            continue
-        try:
-            with socket.socket(fileno=dup) as sock:
-                sock.shutdown(socket.SHUT_RDWR)
-            done += 1
-        except OSError:
-            pass
-    if done:
-        logger.warning("interrupted %d connection(s) to %r, which stopped answering", done, alias)
-    return done
-
-
-def _closed(conn: Any) -> bool:
-    closed = getattr(conn, "closed", False)
-    return bool(closed)

@@ -30,14 +30,16 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from replica_router.states import ROLES, STATES, WRITES
+
 __all__ = ["NODE_STATES", "ROLES", "ReplicaRouterCollector", "register", "serve", "unregister"]
 
 logger = logging.getLogger("replica_router")
 
-#: Every value of a node's ``state``; one series each in ``replica_router_node_state``.
-NODE_STATES = ("up", "down", "lagging", "unknown", "misconfigured")
-#: Every value of a node's ``observed_role``.
-ROLES = ("primary", "replica")
+#: Every value of a node's ``state``; one series each in ``replica_router_node_state``
+#: (``ROLES``, re-exported from :mod:`replica_router.states`: one series each of
+#: ``replica_router_node_observed_role``).
+NODE_STATES = STATES
 
 PREFIX = "replica_router"
 
@@ -112,8 +114,7 @@ class ReplicaRouterCollector(Collector):
         )
         state = gauge(
             "node_state",
-            "1 for the node's current state (up, down, lagging, unknown, misconfigured), "
-            "0 for the others.",
+            f"1 for the node's current state ({', '.join(STATES)}), 0 for the others.",
             ["alias", "state", *extra],
         )
         role = gauge(
@@ -203,8 +204,8 @@ class ReplicaRouterCollector(Collector):
                 passive.add_metric(lv, float(n["passive_faults"] or 0))
             if "primary_now" in n:
                 primary_now.add_metric(lv, 1.0 if n["primary_now"] else 0.0)
-        if "writes" in decisions:
-            writes.add_metric(extra_values, float(decisions["writes"]))
+        if WRITES in decisions:
+            writes.add_metric(extra_values, float(decisions[WRITES]))
 
         yield from (info, state, role, mismatch, weight, lag_bytes, lag_seconds, latency)
         yield from (failures, probes, failed, changed, age, reads)

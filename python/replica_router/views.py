@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
@@ -25,39 +25,20 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from replica_router.roles import primary_line, roles
+from replica_router.states import ANSWERING, UNKNOWN, WRITES
+from replica_router.verdict import UNAVAILABLE, Verdict
+from replica_router.verdict import verdict as overall
 
 __all__ = ["Overall", "metrics", "overall", "readiness", "status_page"]
 
 logger = logging.getLogger("replica_router")
 
-#: The one word anonymous callers of the readiness view get.
-Overall = Literal["ok", "degraded", "unavailable"]
+#: The one word anonymous callers of the readiness view get: the cluster verdict
+#: (:func:`overall` is :func:`replica_router.verdict.verdict`).
+Overall = Verdict
 
 #: Longest wait for first probe answers in a process that has not probed yet.
 COLD_START_WAIT = 2.0
-
-
-def overall(nodes: Sequence[dict[str, Any]]) -> Overall:
-    """``unavailable`` when the primary is not up in its role (writes fail, and reads
-    have no sure fallback); ``degraded`` when the primary is up but a replica is not
-    (reads fall back to the primary); ``ok`` when every node is up in its role."""
-    if not nodes:
-        return "unavailable"
-    if any(n.get("primary_now") for n in nodes):
-        # Roles observed: the primary is the node that is primary now.
-        primary = next(n for n in nodes if n.get("primary_now"))
-        if primary.get("state") != "up":
-            return "unavailable"
-        others = [n for n in nodes if not n.get("primary_now")]
-        if any(n.get("state") != "up" or n.get("observed_role") == "primary" for n in others):
-            return "degraded"
-        return "ok"
-    primary, replicas = nodes[0], nodes[1:]
-    if primary.get("state") != "up" or primary.get("role_mismatch"):
-        return "unavailable"
-    if any(n.get("state") != "up" or n.get("role_mismatch") for n in replicas):
-        return "degraded"
-    return "ok"
 
 
 def _nodes() -> list[dict[str, Any]]:
@@ -68,10 +49,10 @@ def _nodes() -> list[dict[str, Any]]:
     cluster = _runtime.get_cluster()
     # Plain dicts from here on: the views read optional keys with .get().
     nodes: list[dict[str, Any]] = [dict(n) for n in cluster.status()]
-    if any(n["state"] == "unknown" for n in nodes):
+    if any(n["state"] == UNKNOWN for n in nodes):
         s = _runtime.get_settings()
         deadline = time.monotonic() + min(COLD_START_WAIT, s.probe_interval + s.probe_timeout)
-        while time.monotonic() < deadline and any(n["state"] == "unknown" for n in nodes):
+        while time.monotonic() < deadline and any(n["state"] == UNKNOWN for n in nodes):
             time.sleep(0.02)
             nodes = [dict(n) for n in cluster.status()]
     return nodes
@@ -107,7 +88,7 @@ def readiness(request: HttpRequest) -> JsonResponse:
             "lag_reason",
         )
         body["nodes"] = [{k: n.get(k) for k in keys} for n in nodes]
-    return JsonResponse(body, status=503 if word == "unavailable" else 200)
+    return JsonResponse(body, status=503 if word == UNAVAILABLE else 200)
 
 
 # ------------------------------------------------------------------ status page
@@ -139,7 +120,7 @@ def _row(n: dict[str, Any], now: float) -> dict[str, Any]:
     latency = n.get("latency_ms")
     # A node that is not answering keeps its last lag in status(); showing it as the
     # current lag would read as "caught up" for a dead standby.
-    live = n.get("state") in ("up", "lagging")
+    live = n.get("state") in ANSWERING
     reads = sorted(
         ((reason, count) for reason, count in (n.get("reads_by_reason") or {}).items() if count),
         key=lambda rc: -rc[1],
@@ -231,9 +212,9 @@ def status_page(
         "title": "Database replicas",
         "overall": word,
         "rows": [_row(n, now) for n in nodes],
-        "writes": decisions.get("writes", 0),
+        "writes": decisions.get(WRITES, 0),
         "primary_now": primary_now,
-        "reads_total": sum(v for k, v in decisions.items() if k != "writes"),
+        "reads_total": sum(v for k, v in decisions.items() if k != WRITES),
         "config_error": error,
         "refresh_seconds": refresh_seconds if refresh_seconds and refresh_seconds > 0 else None,
         "generated_at": datetime.fromtimestamp(now, tz=timezone.utc).strftime(

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from django.db import IntegrityError, OperationalError, ProgrammingError
 
-from replica_router import _core, _runtime, faults
+from replica_router import _core, _runtime, faults, node_connections
 
 READS = [
     "SELECT 1",
@@ -197,8 +197,8 @@ def pairs() -> Iterator[list[tuple[socket.socket, socket.socket]]]:
     for a, b in made:
         a.close()
         b.close()
-    for alias in [a for a in faults._connections if a.startswith("fast-")]:
-        del faults._connections[alias]
+    for alias in [a for a in node_connections._by_alias if a.startswith("fast-")]:
+        del node_connections._by_alias[alias]
 
 
 def pair(pairs: list[tuple[socket.socket, socket.socket]]) -> tuple[socket.socket, socket.socket]:
@@ -260,7 +260,7 @@ def test_registered_connections_are_weak(pairs: list[tuple[socket.socket, socket
     """Proves: the registry does not keep connection objects alive."""
     w = FakeWrapper(pair(pairs)[0])
     faults.register("fast-weak", w)
-    assert len(faults._connections["fast-weak"]) == 1
+    assert len(node_connections._by_alias["fast-weak"]) == 1
     del w
-    assert len(faults._connections["fast-weak"]) == 0
+    assert len(node_connections._by_alias["fast-weak"]) == 0
     assert faults.interrupt("fast-weak", primary=False) == 0

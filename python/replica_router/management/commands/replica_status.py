@@ -12,16 +12,25 @@ import json
 import sys
 import time
 from argparse import ArgumentParser
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import BaseCommand
 
 from replica_router import _runtime
 from replica_router.roles import primary_line
-from replica_router.states import UNKNOWN, UP
+from replica_router.states import UNKNOWN
+from replica_router.verdict import DEGRADED, EXIT_CODES, OK, UNAVAILABLE, Verdict, verdict
 
 if TYPE_CHECKING:
     from replica_router._core import NodeStatus
+
+#: The last line of the table, per cluster verdict.
+SUMMARY: dict[Verdict, str] = {
+    OK: "healthy",
+    DEGRADED: "degraded: a replica is not serving reads",
+    UNAVAILABLE: "primary is not up",
+}
 
 COLUMNS = (
     ("alias", "alias"),
@@ -47,23 +56,11 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def exit_code(nodes: list[NodeStatus]) -> int:
-    """0: healthy; 1: a node other than the primary is not serving; 2: no primary up.
-    Roles are the observed ones (after a switchover the primary is another node)."""
-    if any(n.get("primary_now") for n in nodes):
-        primary = next(n for n in nodes if n.get("primary_now"))
-        if primary["state"] != UP:
-            return 2
-        others = [n for n in nodes if not n.get("primary_now")]
-        if any(n["state"] != UP or n.get("observed_role") == "primary" for n in others):
-            return 1
-        return 0
-    primary, replicas = nodes[0], nodes[1:]
-    if primary["state"] != UP or primary.get("role_mismatch"):
-        return 2
-    if any(n["state"] != UP or n.get("role_mismatch") for n in replicas):
-        return 1
-    return 0
+def exit_code(nodes: Sequence[Mapping[str, Any]]) -> int:
+    """0: healthy; 1: a node other than the primary is not serving; 2: no primary up
+    (the cluster verdict's code, :data:`replica_router.verdict.EXIT_CODES`). Roles are
+    the observed ones (after a switchover the primary is another node)."""
+    return EXIT_CODES[verdict(nodes)]
 
 
 def prober_line(nodes: list[NodeStatus]) -> str:
@@ -101,7 +98,8 @@ class Command(BaseCommand):
         while time.monotonic() < deadline and any(n["state"] == UNKNOWN for n in nodes):
             time.sleep(0.05)
             nodes = cluster.status()
-        code = exit_code(nodes)
+        word = verdict(nodes)
+        code = EXIT_CODES[word]
         roles = dict(cluster.roles())
         if json:
             self.stdout.write(
@@ -118,13 +116,8 @@ class Command(BaseCommand):
             self._table(nodes)
             self.stdout.write(primary_line(roles))
             self.stdout.write(prober_line(nodes))
-            verdict = {
-                0: "healthy",
-                1: "degraded: a replica is not serving reads",
-                2: "primary is not up",
-            }[code]
-            style = self.style.SUCCESS if code == 0 else self.style.ERROR
-            self.stdout.write(style(f"cluster {verdict}"))
+            style = self.style.SUCCESS if word == OK else self.style.ERROR
+            self.stdout.write(style(f"cluster {SUMMARY[word]}"))
         if code:
             sys.exit(code)
 
