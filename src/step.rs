@@ -234,6 +234,25 @@ pub(crate) fn observe(
             n.last_probe = Some(now);
             n.latency = Some(latency);
             let t = n.health.on_failure(fault.kind, now);
+            // Down already (a query's connect failed), and now the probe times out too:
+            // the node is frozen or blackholed, so queries in flight to it will not
+            // answer; interrupt them once, as a transition for timeouts would.
+            let passive_down_now_frozen = t.is_none()
+                && fault.kind == FaultKind::Timeout
+                && n.health.state == State::Down
+                && n.last_error
+                    .as_ref()
+                    .is_some_and(|f| f.kind != FaultKind::Timeout);
+            if passive_down_now_frozen {
+                events.push(Event {
+                    interrupt: true,
+                    ..Event::about(
+                        Severity::Warning,
+                        format!("{what} stopped answering probes too ({})", fault.message),
+                        idx,
+                    )
+                });
+            }
             if t.is_none() && fault.kind.is_config_error() && n.last_error.as_ref() != Some(&fault)
             {
                 events.push(Event::about(

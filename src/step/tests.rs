@@ -158,6 +158,36 @@ fn timeouts_ask_for_interrupts() {
 }
 
 #[test]
+fn a_frozen_node_already_down_by_a_query_asks_for_interrupts_once() {
+    // A query's connect timed out (reported as a connection failure, which interrupts
+    // nothing: through a proxy it says nothing of other connections); then the probe
+    // times out too: the node is frozen, and connections in flight are interrupted once.
+    let (cfg, mut st, now) = setup(None);
+    ok(&cfg, &mut st, 0, sample_primary(100), now);
+    ok(&cfg, &mut st, 1, sample_standby(100), now);
+    let connect_failed = Fault {
+        kind: FaultKind::Connection,
+        message: "passive: connection timeout expired".into(),
+    };
+    let events = passive(&cfg, &mut st, 1, connect_failed, now);
+    assert_eq!(st.nodes[1].health.state, State::Down);
+    assert!(!events.iter().any(|e| e.interrupt), "{events:?}");
+    let timeout = || {
+        Err(Fault {
+            kind: FaultKind::Timeout,
+            message: "no answer".into(),
+        })
+    };
+    let events = observe(&cfg, &mut st, 1, timeout(), Duration::ZERO, now);
+    assert!(
+        events.iter().any(|e| e.interrupt && e.node == Some(1)),
+        "{events:?}"
+    );
+    let events = observe(&cfg, &mut st, 1, timeout(), Duration::ZERO, now);
+    assert!(!events.iter().any(|e| e.interrupt), "{events:?}");
+}
+
+#[test]
 fn passive_fault_takes_node_out_and_rise_brings_it_back() {
     let (cfg, mut st, now) = setup(None);
     ok(&cfg, &mut st, 0, sample_primary(100), now);

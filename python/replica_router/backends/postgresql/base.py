@@ -135,6 +135,20 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
             self._rr_refresh()
         super().ensure_connection()
 
+    def close_if_unusable_or_obsolete(self) -> None:
+        # Called at each request's start and end; its get_autocommit() connects. A
+        # connection to drop (node down, role changed) is closed and not reopened here:
+        # reopening the primary alias would wait for a primary in a read-only request.
+        if self.connection is not None:
+            self._rr_refresh()
+        if self.connection is None:
+            return
+        self._rr_no_wait = True
+        try:
+            super().close_if_unusable_or_obsolete()
+        finally:
+            self._rr_no_wait = False
+
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         epoch = faults.down_epoch.get(self.alias, 0)
         cluster = _runtime.cluster
