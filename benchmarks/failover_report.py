@@ -1,0 +1,153 @@
+"""The numbers of ``benchmarks/failover.py``: one :class:`Result` per run, read from the
+load generator's records and gunicorn's log, and the Markdown table."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: The last line of a traceback in gunicorn's log: ``module.Error: message``.
+_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Transaction)\w*): (.*)$")
+
+
+@dataclass
+class Result:
+    """One event under load with one setup and one ``CONN_MAX_AGE``."""
+
+    event: str
+    conn_max_age: int
+    setup: str
+    run_id: int
+    requests: int = 0
+    reads: int = 0
+    writes: int = 0
+    failed_reads: int = 0
+    failed_writes: int = 0
+    #: Event until writes succeed and keep succeeding; None: not back by the end.
+    write_outage_s: float | None = None
+    #: Event until the new leader answers ``GET /primary`` 200.
+    promotion_s: float | None = None
+    new_primary: str = ""
+    final_primary: str = ""
+    acked_writes: int = 0
+    acked_missing: int | None = None
+    missing_names: list[str] = field(default_factory=list)
+    event_at: float = 0.0  # time.monotonic(), as in the records
+    event_wall: float = 0.0  # time.time(), to find the event in the logs
+    failures: dict[str, int] = field(default_factory=dict)
+    errors_logged: dict[str, int] = field(default_factory=dict)
+    router_log: list[str] = field(default_factory=list)
+    per_second: list[dict[str, int]] = field(default_factory=list)
+    stale_keepalive_retries: int = 0
+    notes: list[str] = field(default_factory=list)
+    records: str = ""
+    log: str = ""
+
+    def line(self) -> str:
+        """A one-line progress report."""
+        outage = "not back" if self.write_outage_s is None else f"{self.write_outage_s:.2f} s"
+        promo = "-" if self.promotion_s is None else f"{self.promotion_s:.2f} s"
+        return (
+            f"{self.event} CONN_MAX_AGE={self.conn_max_age} {self.setup}: {self.requests} "
+            f"requests, {self.failed_reads} failed reads, {self.failed_writes} failed writes, "
+            f"write outage {outage}, promotion {promo}, acked missing {self.acked_missing}"
+            + (f" ({'; '.join(self.notes)})" if self.notes else "")
+        )
+
+
+Record = tuple[float, float, str, str, str]
+
+
+def read_records(path: Path) -> tuple[list[Record], int]:
+    """The load generator's records and its count of stale keep-alive retries."""
+    records: list[Record] = []
+    stale = 0
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            stale = int(line.rsplit(":", 1)[1])
+            continue
+        start, duration, kind, outcome, detail = line.split("\t")
+        records.append((float(start), float(duration), kind, outcome, detail))
+    return records, stale
+
+
+def write_outage(records: list[Record], event: float) -> float | None:
+    """Seconds from ``event`` until writes succeed and keep succeeding.
+
+    After the last failed write (one that ended after the event), the first write that
+    started after it and succeeded: its end. Writes that block through the event and
+    then succeed count as out, until the first one started after the event ends.
+    """
+    writes = [r for r in records if r[2] == "w"]
+    failed_starts = [r[0] for r in writes if r[3] != "201" and r[0] + r[1] >= event]
+    since = max([event, *failed_starts])
+    ends = [r[0] + r[1] for r in writes if r[3] == "201" and r[0] >= since]
+    return min(ends) - event if ends else None
+
+
+def summarize(res: Result, records_path: Path, log_path: Path, t0: float) -> list[str]:
+    """Fill ``res`` from the records and the log; return the acknowledged writes' names."""
+    records, res.stale_keepalive_retries = read_records(records_path)
+    res.requests = len(records)
+    reads = [r for r in records if r[2] == "r"]
+    writes = [r for r in records if r[2] == "w"]
+    res.reads, res.writes = len(reads), len(writes)
+    res.failed_reads = sum(1 for r in reads if r[3] != "200")
+    res.failed_writes = sum(1 for r in writes if r[3] != "201")
+    acked = [r[4] for r in writes if r[3] == "201"]
+    res.acked_writes = len(acked)
+    res.write_outage_s = write_outage(records, res.event_at) if res.event_at else None
+    res.failures = dict(
+        Counter(
+            f"{r[2]} {r[3]}" + (f" {r[4].split(' ', 1)[-1]}" if r[3] == "error" else "")
+            for r in records
+            if r[3] not in ("200", "201")
+        )
+    )
+    seconds: dict[int, Counter[str]] = {}
+    for start, duration, kind, outcome, _ in records:
+        sec = int((start + duration - res.event_at) // 1)
+        ok = outcome in ("200", "201")
+        seconds.setdefault(sec, Counter())[f"{kind}_{'ok' if ok else 'failed'}"] += 1
+    res.per_second = [
+        {"second_from_event": s, **{k: c[k] for k in ("r_ok", "r_failed", "w_ok", "w_failed")}}
+        for s, c in sorted(seconds.items())
+    ]
+    errors: Counter[str] = Counter()
+    router_log: list[str] = []
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        m = _EXCEPTION.match(line.strip())
+        if m:
+            errors[f"{m.group(1)}: {m.group(2)[:120]}"] += 1
+        elif " replica_router" in line and ("WARNING" in line or "ERROR" in line):
+            router_log.append(line[:300])
+    res.errors_logged = dict(errors.most_common(10))
+    res.router_log = router_log[:40]
+    return acked
+
+
+def _s(value: float | None, missing: str) -> str:
+    return missing if value is None else f"{value:.2f}"
+
+
+def table(results: list[Result], labels: dict[str, str]) -> str:
+    """The Markdown table of all runs."""
+    lines = [
+        "| event | CONN_MAX_AGE | setup | requests (reads / writes) | failed reads | "
+        "failed writes | write outage s | promotion s | acked writes missing |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        missing = "-" if r.acked_missing is None else f"{r.acked_missing} of {r.acked_writes}"
+        lines.append(
+            f"| {r.event} | {r.conn_max_age} | {labels.get(r.setup, r.setup)} | "
+            f"{r.requests} ({r.reads} / {r.writes}) | {r.failed_reads} | {r.failed_writes} | "
+            f"{_s(r.write_outage_s, 'not back')} | {_s(r.promotion_s, '-')} | {missing} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,25 @@
+"""Django settings for ``benchmarks/failover.py``: the DJReplica example's, with the
+aliases and router of one compared setup.
+
+``benchmarks/failover.py`` passes them as JSON in the environment:
+
+* ``RR_FAILOVER_DATABASES``: the whole ``DATABASES`` (a node per alias, libpq
+  multi-host aliases, or HAProxy's listeners);
+* ``RR_FAILOVER_REPLICA_ROUTER``: keys merged into the example's ``REPLICA_ROUTER``.
+
+``DJREPLICA_ROUTER`` (``ours`` or ``tutorial``) is read by the example's settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from DJReplica.settings import *  # noqa: F403  (the example's settings, then ours)
+from DJReplica.settings import REPLICA_ROUTER as _EXAMPLE_ROUTER
+
+DATABASES = json.loads(os.environ["RR_FAILOVER_DATABASES"])
+REPLICA_ROUTER = {
+    **_EXAMPLE_ROUTER,
+    **json.loads(os.environ.get("RR_FAILOVER_REPLICA_ROUTER", "{}")),
+}
