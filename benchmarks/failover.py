@@ -53,7 +53,7 @@ from failover_report import Result, summarize, table  # noqa: E402
 from faults import _terminate, get, gunicorn, kill_group  # noqa: E402
 
 from tests.haproxybed import CHECKS, HAProxy  # noqa: E402
-from tests.patronicluster import NAMES, PatroniCluster  # noqa: E402
+from tests.patronicluster import PatroniCluster  # noqa: E402
 
 BEFORE, AFTER, WARMUP = 3.0, 15.0, 2.0
 WORKERS, THREADS, CLIENTS, WRITE_SHARE = 2, 4, 8, 0.25
@@ -86,7 +86,11 @@ def databases(
     _, _, engine, aliases = SETUPS[setup]
     replica_settings: dict[str, Any] = {"WEIGHT": 2}
     if aliases == "static":
-        dbs = {"default": bed.dsn("node1"), "replica": bed.dsn("node2"), "replica2": bed.dsn("node3")}
+        dbs: dict[str, dict[str, Any]] = {
+            "default": bed.dsn("node1"),
+            "replica": bed.dsn("node2"),
+            "replica2": bed.dsn("node3"),
+        }
         router = {"REPLICAS": {"replica": replica_settings, "replica2": replica_settings}}
     elif aliases == "multihost":
         dbs = {
@@ -275,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
             for cma in args.conn_max_age:
                 for setup in args.setups:
                     run_id += 1
-                    res = run_one(bed, event, cma, setup, run_id, logs)
+                    try:
+                        res = run_one(bed, event, cma, setup, run_id, logs)
+                    except Exception as exc:  # one setup that cannot run spoils no other
+                        res = Result(event, cma, setup, run_id, run_error=str(exc))
                     results.append(res)
                     print(res.line(), file=sys.stderr, flush=True)
     elapsed = time.monotonic() - started

@@ -31,9 +31,7 @@ WRITE_PATH = "/rows/create/"
 Record = tuple[float, float, str, str, str]
 
 
-def _one(
-    conn: http.client.HTTPConnection, write: bool, name: str, run_id: int
-) -> tuple[str, str]:
+def _one(conn: http.client.HTTPConnection, write: bool, name: str, run_id: int) -> tuple[str, str]:
     if write:
         body = json.dumps({"name": name, "count": run_id, "average": 1.0})
         conn.request("POST", WRITE_PATH, body, {"Content-Type": "application/json"})
@@ -65,13 +63,14 @@ def client(
             reused = conn is not None
             if conn is None:
                 conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=args.timeout)
+            c = conn
             try:
-                outcome, detail = _one(conn, write, name, args.run_id)
-                if conn.sock is None:
+                outcome, detail = _one(c, write, name, args.run_id)
+                if c.sock is None:
                     conn = None
                 break
             except _STALE as exc:
-                conn.close()
+                c.close()
                 conn = None
                 detail = f"{name} {type(exc).__name__}" if write else type(exc).__name__
                 if reused and attempt == 1:
@@ -79,7 +78,7 @@ def client(
                     continue
                 break
             except (OSError, http.client.HTTPException, ValueError) as exc:
-                conn.close()
+                c.close()
                 conn = None
                 detail = f"{name} {type(exc).__name__}" if write else type(exc).__name__
                 break
@@ -102,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     per_thread: list[list[Record]] = [[] for _ in range(args.threads)]
     stale = [[0] for _ in range(args.threads)]
     threads = [
-        threading.Thread(
-            target=client, args=(i, args, until, per_thread[i], stale[i]), daemon=True
-        )
+        threading.Thread(target=client, args=(i, args, until, per_thread[i], stale[i]), daemon=True)
         for i in range(args.threads)
     ]
     for t in threads:

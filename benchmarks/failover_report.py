@@ -42,6 +42,8 @@ class Result:
     per_second: list[dict[str, int]] = field(default_factory=list)
     stale_keepalive_retries: int = 0
     notes: list[str] = field(default_factory=list)
+    #: Why the run could not be measured (the setup did not start), if it could not.
+    run_error: str = ""
     records: str = ""
     log: str = ""
 
@@ -54,6 +56,7 @@ class Result:
             f"requests, {self.failed_reads} failed reads, {self.failed_writes} failed writes, "
             f"write outage {outage}, promotion {promo}, acked missing {self.acked_missing}"
             + (f" ({'; '.join(self.notes)})" if self.notes else "")
+            + (f" RUN FAILED: {self.run_error}" if self.run_error else "")
         )
 
 
@@ -144,6 +147,11 @@ def table(results: list[Result], labels: dict[str, str]) -> str:
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
+        if r.run_error:
+            label = labels.get(r.setup, r.setup)
+            lines.append(f"| {r.event} | {r.conn_max_age} | {label} | run failed: {r.run_error[:80]} |"
+                         " | | | | | |")  # fmt: skip
+            continue
         missing = "-" if r.acked_missing is None else f"{r.acked_missing} of {r.acked_writes}"
         lines.append(
             f"| {r.event} | {r.conn_max_age} | {labels.get(r.setup, r.setup)} | "

@@ -38,7 +38,9 @@ def find_haproxy() -> str:
     """The ``haproxy`` binary (``$HAPROXY``, ``PATH`` or Debian's /usr/sbin)."""
     path = os.environ.get("HAPROXY") or shutil.which("haproxy") or "/usr/sbin/haproxy"
     if not os.access(path, os.X_OK):
-        raise ClusterError("haproxy not found: run `make patroni` (Debian: apt-get install haproxy)")
+        raise ClusterError(
+            "haproxy not found: run `make patroni` (Debian: apt-get install haproxy)"
+        )
     return path
 
 
@@ -151,6 +153,9 @@ class HAProxy:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()

@@ -36,16 +36,13 @@ import signal
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Any, final
 
+from tests.patroniconf import NAMESPACE, SCOPE, find_etcd, find_patroni, http, patroni_config, psql
 from tests.pgcluster import (
     HOST,
-    REPLICATION_PASSWORD,
-    REPLICATION_USER,
     SUPERUSER,
     SUPERUSER_PASSWORD,
     ClusterError,
@@ -58,54 +55,11 @@ from tests.pgcluster import (
     find_pg_bin,
 )
 
-__all__ = ["NAMES", "PatroniCluster", "find_etcd", "find_patroni"]
+__all__ = ["NAMES", "PatroniCluster"]
 
 logger = logging.getLogger("pgcluster.patroni")
 
-ROOT = Path(__file__).resolve().parent.parent
 NAMES = ("node1", "node2", "node3")
-SCOPE = "rr"
-NAMESPACE = "/service/"
-#: Patroni's timing: the ttl is its floor, and the HA loop runs every second so that a
-#: switchover takes what Patroni needs, not what the loop waits.
-TTL, LOOP_WAIT, RETRY_TIMEOUT = 20, 1, 5
-
-
-def find_patroni() -> str:
-    """The ``patroni`` executable: ``$PATRONI``, else the project's ``.venv-patroni``."""
-    path = os.environ.get("PATRONI") or str(ROOT / ".venv-patroni" / "bin" / "patroni")
-    if not os.access(path, os.X_OK):
-        raise ClusterError(
-            f"Patroni not found at {path}: run `make patroni` (a venv with "
-            "patroni[etcd3,psycopg3] 4.1) or set PATRONI to the executable"
-        )
-    return path
-
-
-def find_etcd() -> str:
-    """The ``etcd`` server binary (Debian package ``etcd-server``)."""
-    path = os.environ.get("ETCD") or shutil.which("etcd") or "/usr/bin/etcd"
-    if not os.access(path, os.X_OK):
-        raise ClusterError("etcd not found: run `make patroni` (Debian: apt-get install etcd-server)")
-    return path
-
-
-def _http(method: str, url: str, body: object = None, timeout: float = 2) -> tuple[int, Any]:
-    """One HTTP request; returns (status, decoded JSON or text). Raises OSError when
-    nothing answers."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode(errors="replace")
 
 
 @final  # owns OS processes and directories
@@ -163,58 +117,6 @@ class PatroniCluster:
             "OPTIONS": {"target_session_attrs": target_session_attrs},
         }
 
-    def _config(self, name: str) -> dict[str, Any]:
-        auth_md5 = f"host all all {HOST}/32 md5"
-        return {
-            "scope": SCOPE,
-            "namespace": NAMESPACE,
-            "name": name,
-            "log": {"level": "INFO"},
-            "restapi": {
-                "listen": f"{HOST}:{self.rest_ports[name]}",
-                "connect_address": f"{HOST}:{self.rest_ports[name]}",
-            },
-            "etcd3": {"hosts": [f"{HOST}:{self.etcd_port}"]},
-            "bootstrap": {
-                "dcs": {
-                    "ttl": TTL,
-                    "loop_wait": LOOP_WAIT,
-                    "retry_timeout": RETRY_TIMEOUT,
-                    "maximum_lag_on_failover": 16 * 1024 * 1024,
-                    "postgresql": {
-                        "use_pg_rewind": True,
-                        "use_slots": True,
-                        "parameters": {"max_connections": 200, "wal_keep_size": "256MB"},
-                    },
-                },
-                "initdb": [{"encoding": "UTF8"}, {"auth-host": "md5"}, {"auth-local": "trust"}],
-            },
-            "postgresql": {
-                "listen": f"{HOST}:{self.pg_ports[name]}",
-                "connect_address": f"{HOST}:{self.pg_ports[name]}",
-                "data_dir": self.data_dir(name),
-                "bin_dir": self.pg_bin,
-                "pgpass": os.path.join(self.node_dir(name), "pgpass"),
-                "authentication": {
-                    "superuser": {"username": SUPERUSER, "password": SUPERUSER_PASSWORD},
-                    "replication": {
-                        "username": REPLICATION_USER,
-                        "password": REPLICATION_PASSWORD,
-                    },
-                },
-                "parameters": {
-                    "unix_socket_directories": self.node_dir(name),
-                    "fsync": "off",
-                    "max_connections": 200,
-                },
-                "pg_hba": [
-                    "local all all trust",
-                    f"host replication {REPLICATION_USER} {HOST}/32 md5",
-                    auth_md5,
-                ],
-            },
-        }
-
     def _spawn(self, what: str, args: list[str]) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "PATRONI"))}
         env.update(HOME=self.base_dir, LC_ALL="C.UTF-8", LANG="C.UTF-8")
@@ -256,7 +158,7 @@ class PatroniCluster:
             for name in NAMES:
                 os.makedirs(self.node_dir(name), mode=0o700, exist_ok=True)
                 Path(self.node_dir(name), "patroni.yml").write_text(
-                    json.dumps(self._config(name), indent=1)
+                    json.dumps(patroni_config(self, name), indent=1)
                 )
             self._chown_tree(self.base_dir)
             self._start_etcd()
@@ -266,7 +168,9 @@ class PatroniCluster:
                 self.start_node(name)
             self.wait_healthy(NAMES[0], timeout)
         except BaseException:
-            logger.error("Patroni cluster failed to start; logs in %s\n%s", self.base_dir, self.logs())
+            logger.error(
+                "Patroni cluster failed to start; logs in %s\n%s", self.base_dir, self.logs()
+            )
             self.down(keep=bool(os.environ.get("RR_KEEP_FAILED_BED")))
             raise
 
@@ -286,7 +190,7 @@ class PatroniCluster:
 
     def _etcd_ok(self) -> bool:
         with contextlib.suppress(OSError):
-            return _http("GET", f"http://{HOST}:{self.etcd_port}/health")[0] == 200
+            return http("GET", f"http://{HOST}:{self.etcd_port}/health")[0] == 200
         return False
 
     def start_node(self, name: str) -> None:
@@ -325,7 +229,10 @@ class PatroniCluster:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.down()
 
@@ -351,7 +258,7 @@ class PatroniCluster:
 
     def _primary_status(self, name: str) -> int | None:
         try:
-            return _http("GET", self.rest_url(name, "/primary"), timeout=1)[0]
+            return http("GET", self.rest_url(name, "/primary"), timeout=1)[0]
         except OSError:
             return None
 
@@ -363,7 +270,7 @@ class PatroniCluster:
         """Patroni's ``/cluster`` view (role, state, timeline, lag) by member name."""
         for name in NAMES:
             with contextlib.suppress(OSError):
-                status, body = _http("GET", self.rest_url(name, "/cluster"), timeout=1)
+                status, body = http("GET", self.rest_url(name, "/cluster"), timeout=1)
                 if status == 200 and isinstance(body, dict):
                     return {m["name"]: m for m in body.get("members", [])}
         return {}
@@ -404,20 +311,7 @@ class PatroniCluster:
 
     def sql(self, name: str, query: str, timeout: float = 10) -> str:
         """``query`` on ``name`` as the superuser (psql, unaligned); stdout stripped."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env.update(PGPASSWORD=SUPERUSER_PASSWORD, PGCONNECT_TIMEOUT="3", PGSSLMODE="disable")
-        args = [os.path.join(self.pg_bin, "psql"), "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1",
-                "-h", HOST, "-p", str(self.pg_ports[name]), "-U", SUPERUSER, "-d", "postgres",
-                "-f", "-"]  # fmt: skip
-        try:
-            proc = subprocess.run(
-                args, input=query, env=env, capture_output=True, text=True, timeout=timeout
-            )
-        except subprocess.TimeoutExpired:
-            raise ClusterError(f"query on {name} timed out after {timeout:g} s") from None
-        if proc.returncode != 0:
-            raise ClusterError(f"query on {name} failed: {_redact(proc.stderr.strip())}")
-        return proc.stdout.strip()
+        return psql(self.pg_bin, self.pg_ports[name], query, timeout, what=f"query on {name}")
 
     # ----------------------------------------------------------------- events
 
@@ -426,7 +320,7 @@ class PatroniCluster:
         leader = leader or self.leader()
         if leader is None:
             raise ClusterError("switchover: no leader")
-        status, body = _http(
+        status, body = http(
             "POST",
             self.rest_url(leader, "/switchover"),
             {"leader": leader, "candidate": candidate},
@@ -444,7 +338,7 @@ class PatroniCluster:
             _signal(proc.pid, signal.SIGKILL)
         self.kill_postmaster(leader)
         key = base64.b64encode(f"{NAMESPACE}{SCOPE}/leader".encode()).decode()
-        _http("POST", f"http://{HOST}:{self.etcd_port}/v3/kv/deleterange", {"key": key})
+        http("POST", f"http://{HOST}:{self.etcd_port}/v3/kv/deleterange", {"key": key})
         if proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(5)
@@ -460,6 +354,16 @@ class PatroniCluster:
             time.sleep(0.01)
         raise ClusterError(f"no new primary within {timeout:g} s of the event; {self.members()}")
 
+    def rejoin(self, name: str, timeout: float = 60) -> None:
+        """Start ``name``'s Patroni again if it is not running (after :meth:`failover`)
+        and wait until ``name`` streams from the leader as a replica."""
+        proc = self._procs.get(name)
+        if proc is None or proc.poll() is not None:
+            self.kill_postmaster(name)
+            self.start_node(name)
+        self._wait(lambda: self.members().get(name, {}).get("state") == "streaming",
+                   timeout, f"{name} streams")  # fmt: skip
+
     def restore(self, leader: str = NAMES[0], timeout: float = 90) -> None:
         """Every node running, ``leader`` leading (a switchover back if needed), the
         others streaming. A crashed node's Patroni is started again (it rewinds)."""
@@ -468,7 +372,9 @@ class PatroniCluster:
             if proc is None or proc.poll() is not None:
                 self.kill_postmaster(name)
                 self.start_node(name)
-        self._wait(lambda: self.leader() is not None and len(self.members()) == 3, timeout, "a leader")
+        self._wait(
+            lambda: self.leader() is not None and len(self.members()) == 3, timeout, "a leader"
+        )
         current = self.leader()
         if current != leader:
             self._wait(lambda: self.members().get(leader, {}).get("state") == "streaming",
