@@ -150,7 +150,7 @@ def table(results: list[Result], labels: dict[str, str]) -> str:
         if r.run_error:
             label = labels.get(r.setup, r.setup)
             lines.append(f"| {r.event} | {r.conn_max_age} | {label} | run failed: {r.run_error[:80]} |"
-                         " | | | | | |")  # fmt: skip
+                         " | | | | |")  # fmt: skip
             continue
         missing = "-" if r.acked_missing is None else f"{r.acked_missing} of {r.acked_writes}"
         lines.append(
