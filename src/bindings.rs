@@ -15,10 +15,19 @@ use crate::lifecycle::Lifecycle;
 use crate::monitor::Shared;
 use crate::probe::{redact, Fault, FaultKind};
 use crate::py_settings::RouterSettings;
-use crate::report::reports;
 use crate::rng::uniform;
 use crate::select::{Reason, REASON_NAMES};
 use crate::step::Severity;
+
+pyo3::create_exception!(
+    _core,
+    NoPrimary,
+    pyo3::exceptions::PyException,
+    "No node can take writes now: none is primary (within the wait), or two are."
+);
+
+mod roles;
+mod status;
 
 /// Gives every `Cluster` an identity for the per-thread connection cache.
 static NEXT_CLUSTER_ID: AtomicU64 = AtomicU64::new(1);
@@ -110,6 +119,24 @@ impl Cluster {
         self.aliases[node].clone_ref(py)
     }
 
+    /// The node alias index `slot` connects to now.
+    fn target_of(&self, slot: usize) -> usize {
+        self.shared
+            .snapshot
+            .load()
+            .roles
+            .targets
+            .get(slot)
+            .copied()
+            .unwrap_or(slot)
+    }
+
+    /// A node for messages: its address and the alias it was configured for.
+    fn node_name(&self, i: usize) -> String {
+        let n = &self.shared.config.nodes[i];
+        format!("{}:{} ({:?})", n.host, n.port, n.alias)
+    }
+
     fn index_of(&self, alias: &str) -> Option<usize> {
         self.shared
             .config
@@ -182,11 +209,17 @@ impl Cluster {
 
     /// A real connection or query on `alias` failed for a node fault of `kind` (see
     /// `classify_failure`): the node leaves reads now and is re-probed at once. Returns
-    /// whether the node was taking reads until now.
-    fn report_fault(&self, alias: &str, kind: &str, message: &str) -> bool {
+    /// whether the node was taking reads until now. `node`: the node the connection
+    /// went to (`connect_target`); by default, where the alias connects now.
+    #[pyo3(signature = (alias, kind, message, node=None))]
+    fn report_fault(&self, alias: &str, kind: &str, message: &str, node: Option<usize>) -> bool {
         self.prober.ensure_started();
-        let (Some(idx), Some(kind)) = (self.index_of(alias), FaultKind::from_name(kind)) else {
+        let (Some(slot), Some(kind)) = (self.index_of(alias), FaultKind::from_name(kind)) else {
             return false;
+        };
+        let idx = match node {
+            Some(n) if n < self.shared.config.nodes.len() => n,
+            _ => self.target_of(slot),
         };
         let password = self.shared.config.nodes[idx].password.as_deref();
         let fault = Fault {
@@ -194,6 +227,40 @@ impl Cluster {
             message: format!("passive: {}", redact(message.trim(), password)),
         };
         self.prober.report_passive(idx, fault, Instant::now())
+    }
+
+    /// Where a new connection of `alias` goes now: `(node, host, port)`. For the primary
+    /// alias, the node that is primary now (never `avoid`, a node that just failed a
+    /// write): while none is known it re-probes every node and waits (GIL released)
+    /// up to `wait` seconds, then raises `NoPrimary`; two primaries on the newest
+    /// timeline raise `NoPrimary` at once, naming both. Other aliases never wait.
+    #[pyo3(signature = (alias, wait=0.0, avoid=None))]
+    fn connect_target(
+        &self,
+        py: Python<'_>,
+        alias: &str,
+        wait: f64,
+        avoid: Option<usize>,
+    ) -> PyResult<(usize, String, u16)> {
+        self.connect_target_impl(py, alias, wait, avoid)
+    }
+
+    /// Re-probes every node now (a write met a read-only node, or the primary failed).
+    fn reprobe(&self) {
+        self.prober.ensure_started();
+        self.prober.reprobe();
+    }
+
+    /// Changes whenever the roles change: a connection made at another epoch is
+    /// checked with `connect_target` before it is reused.
+    #[getter]
+    fn role_epoch(&self) -> u64 {
+        self.shared.role_epoch.load(Ordering::Acquire)
+    }
+
+    /// The observed roles: who is primary now, where each alias connects, changes.
+    fn roles<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.roles_impl(py)
     }
 
     /// Starts the prober if it is not running in this process (idempotent).
@@ -249,56 +316,7 @@ impl Cluster {
 
     /// One dict per node, primary first; see `_core.pyi` (`NodeStatus`).
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        self.prober.ensure_started();
-        let view = self.prober.view();
-        let out = PyList::empty(py);
-        for r in reports(&self.shared, view.as_ref(), Instant::now()) {
-            let d = PyDict::new(py);
-            d.set_item("alias", r.alias)?;
-            d.set_item("configured_role", r.configured_role)?;
-            d.set_item("weight", r.weight)?;
-            d.set_item("host", r.host)?;
-            d.set_item("port", r.port)?;
-            d.set_item("reads_routed", r.reads_routed)?;
-            let by_reason = PyDict::new(py);
-            for (name, v) in r.reads_by_reason {
-                by_reason.set_item(name, v)?;
-            }
-            d.set_item("reads_by_reason", by_reason)?;
-            let Some(p) = r.probed else {
-                d.set_item("state", "unknown")?;
-                out.append(d)?;
-                continue;
-            };
-            d.set_item("state", p.state)?;
-            d.set_item("stale", p.stale)?;
-            d.set_item("observed_role", p.observed_role)?;
-            d.set_item("role_mismatch", p.role_mismatch)?;
-            d.set_item("timeline", p.timeline)?;
-            d.set_item("lag_bytes", p.lag_bytes)?;
-            d.set_item("lag_seconds", p.lag_seconds)?;
-            d.set_item("replay_paused", p.replay_paused)?;
-            d.set_item("wal_receiver_status", p.wal_receiver_status)?;
-            d.set_item("current_lsn", p.current_lsn)?;
-            d.set_item("receive_lsn", p.receive_lsn)?;
-            d.set_item("replay_lsn", p.replay_lsn)?;
-            d.set_item("latency_ms", p.latency_ms)?;
-            d.set_item("consecutive_failures", p.consecutive_failures)?;
-            d.set_item("consecutive_successes", p.consecutive_successes)?;
-            d.set_item("probes", p.probes)?;
-            d.set_item("failed_probes", p.failed_probes)?;
-            d.set_item("passive_faults", p.passive_faults)?;
-            d.set_item("last_error", p.last_error)?;
-            d.set_item("error_class", p.error_class)?;
-            d.set_item("last_state_change", p.last_state_change)?;
-            d.set_item("last_probe", p.last_probe)?;
-            d.set_item("last_good_probe_age", p.last_good_probe_age)?;
-            d.set_item("prober_pid", p.prober_pid)?;
-            d.set_item("shared", p.shared)?;
-            d.set_item("snapshot_age", p.snapshot_age)?;
-            out.append(d)?;
-        }
-        Ok(out)
+        self.status_impl(py)
     }
 
     /// Waits up to `timeout` seconds (GIL released) for state-change events; returns

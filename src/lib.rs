@@ -24,6 +24,7 @@ mod probe;
 mod py_settings;
 mod report;
 mod rng;
+mod roles;
 mod select;
 mod settings;
 mod shm;
@@ -40,6 +41,8 @@ mod _core {
     use crate::bindings::classify_failure;
     #[pymodule_export]
     use crate::bindings::Cluster;
+    #[pymodule_export]
+    use crate::bindings::NoPrimary;
     #[pymodule_export]
     use crate::context::RouteState;
     #[pymodule_export]

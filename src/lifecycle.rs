@@ -170,6 +170,16 @@ impl Lifecycle {
         }
     }
 
+    /// Re-probes every node now, where this process probes (a follower leaves it to
+    /// the host's prober, whose next publish it reads).
+    pub(crate) fn reprobe(&self) {
+        match self.ours_current().as_deref().map(|g| &g.runner) {
+            Some(Runner::Solo(engine)) => engine.reprobe(),
+            Some(Runner::Shared(sharing)) => sharing.reprobe(),
+            None => {}
+        }
+    }
+
     /// What `status()` reports of the prober, if it started in this process.
     pub(crate) fn view(&self) -> Option<ProberView> {
         match self.ours_current().as_deref().map(|g| &g.runner) {

@@ -7,7 +7,7 @@
 //! shared health, the leader's engine also writes every publish to the segment.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,6 +19,7 @@ use crate::config::ClusterConfig;
 use crate::events::{lock, Events};
 use crate::probe::{Fault, FaultKind, Prober, Sample};
 use crate::report::ProberView;
+use crate::roles::Roles;
 use crate::select::{Snapshot, REASON_COUNT};
 use crate::shm::Publisher;
 use crate::step::{self, build_snapshot, EngineState, Event, Severity};
@@ -30,16 +31,55 @@ pub struct Shared {
     /// Reads routed, per node and per reason.
     pub reads: Vec<[AtomicU64; REASON_COUNT]>,
     pub writes: AtomicU64,
+    /// Bumped whenever the published roles change (which node an alias connects to,
+    /// or who takes writes): a connection opened before is checked before reuse.
+    pub role_epoch: AtomicU64,
+    /// Changes of primary seen by this process.
+    pub role_changes: AtomicU64,
+    /// The roles last published and the last primary known (kept through a gap), and
+    /// a condition for those waiting for a primary.
+    roles_seen: Mutex<(Arc<Roles>, Option<usize>)>,
+    roles_changed: Condvar,
 }
 
 impl Shared {
     /// Whether node `idx` takes reads (or is a fallback) in the published snapshot.
     pub(crate) fn takes_reads(&self, idx: usize) -> bool {
-        self.snapshot
-            .load()
-            .nodes
-            .get(idx)
+        let snapshot = self.snapshot.load();
+        snapshot
+            .roles
+            .slot_of(idx)
+            .and_then(|slot| snapshot.nodes.get(slot))
             .is_some_and(|n| n.eligible || n.live)
+    }
+
+    /// After a publish: if the roles changed, bump the epoch, count a change of
+    /// primary, and wake those waiting for one.
+    pub(crate) fn note_roles(&self) {
+        let roles = Arc::clone(&self.snapshot.load().roles);
+        let mut seen = lock(&self.roles_seen);
+        if seen.0.writer == roles.writer && seen.0.targets == roles.targets {
+            return;
+        }
+        if let Some(new) = roles.writer_node() {
+            if seen.1.is_some_and(|last| last != new) {
+                self.role_changes.fetch_add(1, Ordering::Relaxed);
+            }
+            seen.1 = Some(new);
+        }
+        seen.0 = roles;
+        self.role_epoch.fetch_add(1, Ordering::Release);
+        drop(seen);
+        self.roles_changed.notify_all();
+    }
+
+    /// Waits (at most `timeout`) for the published roles to change from `epoch`.
+    pub(crate) fn wait_roles(&self, epoch: u64, timeout: Duration) {
+        let guard = lock(&self.roles_seen);
+        if self.role_epoch.load(Ordering::Acquire) != epoch {
+            return;
+        }
+        let _ = self.roles_changed.wait_timeout(guard, timeout);
     }
 
     /// Takes node `idx` out of reads in the published snapshot now (a passive fault),
@@ -56,11 +96,16 @@ impl Shared {
             .iter()
             .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
             .collect();
+        let n = config.nodes.len();
         Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::cold(&weights, Instant::now())),
             config,
             reads,
             writes: AtomicU64::new(0),
+            role_epoch: AtomicU64::new(0),
+            role_changes: AtomicU64::new(0),
+            roles_seen: Mutex::new((Arc::new(Roles::initial(n)), None)),
+            roles_changed: Condvar::new(),
         }
     }
 
@@ -223,6 +268,15 @@ impl Engine {
                 Arc::new(snapshot.without(mask, now))
             }
         });
+        self.shared.note_roles();
+    }
+
+    /// Re-probes every node now (a write found no primary, or the primary failed):
+    /// the new primary is known as soon as it answers, not at the next interval.
+    pub fn reprobe(&self) {
+        for wake in &self.wake {
+            wake.notify_one();
+        }
     }
 
     /// Writes the published state to the shared segment (the state lock held).
@@ -265,9 +319,13 @@ impl Engine {
             return false;
         };
         let was_in_reads = self.shared.takes_reads(idx);
+        let was_writer = self.shared.snapshot.load().roles.writer_node() == Some(idx);
         slot.store(Some(Arc::new(fault)));
         self.shared.exclude(idx, now);
-        if let Some(wake) = self.wake.get(idx) {
+        if was_writer {
+            // The primary failed under a query: find where writes go now.
+            self.reprobe();
+        } else if let Some(wake) = self.wake.get(idx) {
             wake.notify_one();
         }
         if let Ok(mut guard) = self.state.try_lock() {

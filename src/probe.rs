@@ -26,6 +26,9 @@ pub struct Sample {
     /// may not see it.
     pub receiver_status: Option<String>,
     pub timeline: Option<u32>,
+    /// `pg_postmaster_start_time()` in microseconds since the epoch: tells two
+    /// connections to one server (through a proxy) from two servers.
+    pub started_us: Option<u64>,
 }
 
 impl Sample {
@@ -51,7 +54,8 @@ const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
  (SELECT status FROM pg_stat_wal_receiver LIMIT 1), \
  CASE WHEN pg_is_in_recovery() \
    THEN (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1) \
-   ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END";
+   ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END, \
+ (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint";
 
 /// Parses PostgreSQL's `X/Y` LSN text.
 pub fn parse_lsn(text: &str) -> Option<u64> {
@@ -255,6 +259,7 @@ fn parse_row<'a>(get: impl Fn(usize) -> Option<&'a str>) -> Result<Sample, Fault
         replay_paused: get(4) == Some("t"),
         receiver_status: get(5).map(str::to_string),
         timeline: get(6).and_then(|t| t.parse::<u32>().ok()),
+        started_us: get(7).and_then(|t| t.parse::<u64>().ok()),
     })
 }
 

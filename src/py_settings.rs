@@ -206,6 +206,18 @@ impl RouterSettings {
         self.inner.share_health
     }
 
+    /// `PRIMARY_WAIT_TIMEOUT`: seconds a new write connection waits for a primary.
+    #[getter]
+    fn primary_wait_timeout(&self) -> f64 {
+        self.inner.primary_wait_timeout
+    }
+
+    /// `PATRONI_URLS`: Patroni REST base URLs (empty: not used).
+    #[getter]
+    fn patroni_urls(&self) -> Vec<String> {
+        self.inner.patroni_urls.clone()
+    }
+
     /// `REPLICAS` was not set: the replica was taken by the default rule.
     #[getter]
     fn replicas_implicit(&self) -> bool {

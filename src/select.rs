@@ -1,7 +1,10 @@
 //! Read selection over an immutable snapshot of node health. No I/O, no locks, and no
 //! allocation on the pick path: the prober builds a new snapshot and swaps it in.
 
+use std::sync::Arc;
 use std::time::Instant;
+
+use crate::roles::Roles;
 
 /// Why a read went where it went. The order is the index of its counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,10 +73,13 @@ impl SnapNode {
     }
 }
 
-/// An immutable view of the cluster. Node 0 is the primary.
+/// An immutable view of the cluster, one entry per alias. Entry 0 is the primary
+/// alias; each entry describes the node its alias connects to now (`roles`).
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub nodes: Vec<SnapNode>,
+    /// The observed roles this view was built with (published with it, atomically).
+    pub roles: Arc<Roles>,
     /// (node, running total of weights) over eligible nodes, for the fast path.
     cumulative: Vec<(usize, f64)>,
     total: f64,
@@ -116,6 +122,7 @@ impl Snapshot {
             }
         };
         Snapshot {
+            roles: Arc::new(Roles::initial(nodes.len())),
             nodes,
             cumulative,
             total,
@@ -123,6 +130,12 @@ impl Snapshot {
             fallback,
             valid_until_coarse,
         }
+    }
+
+    /// The same view, built with `roles` (which alias connects to which node).
+    pub fn with_roles(mut self, roles: Roles) -> Snapshot {
+        self.roles = Arc::new(roles);
+        self
     }
 
     /// Before any probe answered: every read goes to the primary.
@@ -220,14 +233,16 @@ impl Snapshot {
         untried(0).then_some(0)
     }
 
-    /// A copy in which `excluded` (a bit per node) take no reads until the prober
-    /// publishes again: nodes that just failed under real traffic.
+    /// A copy in which the aliases connected to `excluded` nodes (a bit per node)
+    /// take no reads until the prober publishes again: nodes that just failed under
+    /// real traffic.
     pub fn without(&self, excluded: u64, now: Instant) -> Snapshot {
         let nodes = self
             .nodes
             .iter()
             .enumerate()
-            .map(|(i, n)| {
+            .map(|(slot, n)| {
+                let i = self.roles.targets.get(slot).copied().unwrap_or(slot);
                 if i < 64 && excluded & (1u64 << i) != 0 {
                     SnapNode {
                         eligible: false,
@@ -240,7 +255,9 @@ impl Snapshot {
                 }
             })
             .collect();
-        Snapshot::new(nodes, now)
+        let mut s = Snapshot::new(nodes, now);
+        s.roles = Arc::clone(&self.roles);
+        s
     }
 
     /// Is this node eligible for weighted reads right now?

@@ -86,9 +86,14 @@ pub struct Settings {
     pub share_health: bool,
     /// `REPLICAS` was not set: the replica was taken by the default rule.
     pub replicas_implicit: bool,
+    /// `PRIMARY_WAIT_TIMEOUT`: how long a new write connection waits while no primary
+    /// is known (a switchover or failover in progress).
+    pub primary_wait_timeout: f64,
+    /// `PATRONI_URLS`: Patroni REST base URLs of the cluster (empty: not used).
+    pub patroni_urls: Vec<String>,
 }
 
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 17] = [
     "PRIMARY",
     "REPLICAS",
     "PRIMARY_READ_WEIGHT",
@@ -104,6 +109,8 @@ pub const KEYS: [&str; 15] = [
     "TEST_MIRROR",
     "TEST_REPLICA_READS",
     "SHARE_HEALTH",
+    "PRIMARY_WAIT_TIMEOUT",
+    "PATRONI_URLS",
 ];
 
 /// Engines whose aliases can be cluster nodes.

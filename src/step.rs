@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::config::{ClusterConfig, Role};
 use crate::health::{Health, State, WalHistory};
 use crate::probe::{Fault, FaultKind, Sample};
+use crate::roles::{observe_roles, Roles};
 use crate::select::{SnapNode, Snapshot};
 
 /// How loud an event is; the binding maps it to a Python logging level.
@@ -79,6 +80,15 @@ pub(crate) struct EngineState {
     pub(crate) primary_wal: WalHistory,
     /// Whether "two nodes claim primary" has been reported for the current episode.
     pub(crate) split_brain_reported: bool,
+    /// Since when distinct servers have claimed primary (reported only once it lasts
+    /// the staleness window: a proxy's check window flips roles for a moment).
+    pub(crate) split_since: Option<Instant>,
+    /// The roles as last observed.
+    pub(crate) roles: Roles,
+    /// The last node known as primary (kept through a gap), for naming changes.
+    pub(crate) last_writer: Option<usize>,
+    /// Changes of primary seen (a switchover or failover each).
+    pub(crate) role_changes: u64,
 }
 
 impl EngineState {
@@ -104,6 +114,10 @@ impl EngineState {
             nodes,
             primary_wal: WalHistory::default(),
             split_brain_reported: false,
+            split_since: None,
+            roles: Roles::initial(cfg.nodes.len()),
+            last_writer: None,
+            role_changes: 0,
         }
     }
 }
@@ -128,13 +142,18 @@ pub(crate) fn observe(
             n.probes += 1;
             n.last_probe = Some(now);
             n.latency = Some(latency);
-            if idx == 0 {
+            // The primary is the observed one (before any is known: a node that says
+            // it is not in recovery), whichever alias it was configured for.
+            let writer = st.roles.writer_node();
+            if writer.is_none_or(|w| w == idx) {
                 if let (false, Some(lsn)) = (sample.in_recovery, sample.current_lsn) {
                     st.primary_wal.push(lsn, now);
                 }
             }
-            let primary_fresh = st.nodes[0].health.is_fresh(now, window)
-                && st.nodes[0].sample.as_ref().is_some_and(|s| !s.in_recovery);
+            let primary_fresh = writer.is_some_and(|w| {
+                st.nodes[w].health.is_fresh(now, window)
+                    && st.nodes[w].sample.as_ref().is_some_and(|s| !s.in_recovery)
+            });
             let n = &mut st.nodes[idx];
             let mismatch = match node_cfg.role {
                 Role::Primary => sample.in_recovery,
@@ -153,7 +172,9 @@ pub(crate) fn observe(
                     ),
                     (Role::Primary, true) => (
                         Severity::Error,
-                        format!("{what} is in recovery (demoted?): writes to it will fail"),
+                        format!(
+                            "{what} is in recovery (demoted?): writes follow the observed primary"
+                        ),
                     ),
                     (_, false) => (
                         Severity::Info,
@@ -163,7 +184,7 @@ pub(crate) fn observe(
                 events.push(Event::about(level, message, idx));
             }
             let (lag_bytes, lag_seconds) = match (idx, sample.in_recovery, sample.replay_lsn) {
-                (i, true, Some(replayed)) if i > 0 && primary_fresh => {
+                (i, true, Some(replayed)) if writer != Some(i) && primary_fresh => {
                     let primary_lsn = st.primary_wal.latest().map(|(l, _)| l).unwrap_or(0);
                     (
                         Some(primary_lsn.saturating_sub(replayed)),
@@ -174,7 +195,7 @@ pub(crate) fn observe(
             };
             n.lag_bytes = lag_bytes;
             n.lag_seconds = lag_seconds;
-            let over = if idx == 0 || mismatch {
+            let over = if writer == Some(idx) || !sample.in_recovery {
                 Some(false)
             } else {
                 over_limit(cfg, lag_bytes, lag_seconds)
@@ -213,7 +234,7 @@ pub(crate) fn observe(
         events.push(transition_event(cfg, idx, n, old, new, &cause));
     }
 
-    check_split_brain(cfg, st, &mut events);
+    crate::roles::changes::update_roles(cfg, st, now, &mut events);
     events
 }
 
@@ -228,7 +249,7 @@ pub(crate) fn passive(
     let n = &mut st.nodes[idx];
     n.passive_faults += 1;
     n.last_error = Some(fault);
-    match n.health.on_passive_fault(now) {
+    let mut events = match n.health.on_passive_fault(now) {
         Some((old, new)) => vec![transition_event(
             cfg,
             idx,
@@ -238,46 +259,9 @@ pub(crate) fn passive(
             "reported by a query",
         )],
         None => Vec::new(),
-    }
-}
-
-fn check_split_brain(cfg: &ClusterConfig, st: &mut EngineState, events: &mut Vec<Event>) {
-    let claims: Vec<(usize, Option<u32>)> = st
-        .nodes
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| n.health.state.is_live())
-        .filter_map(|(i, n)| match &n.sample {
-            Some(s) if !s.in_recovery => Some((i, s.timeline)),
-            _ => None,
-        })
-        .collect();
-    if claims.len() < 2 {
-        st.split_brain_reported = false;
-        return;
-    }
-    if st.split_brain_reported {
-        return;
-    }
-    st.split_brain_reported = true;
-    let newest = claims.iter().max_by_key(|(_, tl)| tl.unwrap_or(0));
-    let list: Vec<String> = claims
-        .iter()
-        .map(|(i, tl)| format!("{:?} (timeline {})", cfg.nodes[*i].alias, fmt_opt(*tl)))
-        .collect();
-    let newest = newest.map_or("unknown".into(), |(i, _)| {
-        format!("{:?}", cfg.nodes[*i].alias)
-    });
-    events.push(Event::cluster(
-        Severity::Error,
-        format!(
-            "{} nodes claim to be primary: {}; the newest timeline is on {newest}. Writes still \
-             go to the configured primary {:?}",
-            claims.len(),
-            list.join(", "),
-            cfg.nodes[0].alias
-        ),
-    ));
+    };
+    crate::roles::changes::update_roles(cfg, st, now, &mut events);
+    events
 }
 
 /// The log record of a node's state change; `cause` says what made it go down.
@@ -325,7 +309,7 @@ fn transition_event(
     }
 }
 
-fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
+pub(crate) fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "unknown".into(), |v| v.to_string())
 }
 
@@ -341,25 +325,42 @@ fn over_limit(cfg: &ClusterConfig, bytes: Option<u64>, seconds: Option<f64>) -> 
     Some(over)
 }
 
+/// The pick path's view, one entry per alias (primary alias first), each describing
+/// the node that alias connects to now (`Roles::targets`): the primary alias is
+/// eligible only while a primary is known, the others only on a standby.
 pub fn build_snapshot(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) -> Snapshot {
     let window = cfg.staleness_window();
-    let snap_nodes = nodes
+    let roles = observe_roles(cfg, nodes, now);
+    let writer = roles.writer_node();
+    let snap_nodes = cfg
+        .nodes
         .iter()
-        .zip(&cfg.nodes)
-        .map(|(n, c)| {
+        .enumerate()
+        .map(|(slot, c)| {
+            let target = roles.targets.get(slot).copied().unwrap_or(slot);
+            let Some(n) = nodes.get(target) else {
+                return SnapNode::unknown(c.weight, now);
+            };
             let state = n.health.state;
-            let role_ok = c.role == Role::Primary || !n.role_mismatch;
+            let standby = n.sample.as_ref().is_some_and(|s| s.in_recovery);
+            // No primary known: the primary alias takes no reads (its connections wait
+            // for a primary; reads never wait).
+            let role_ok = if slot == 0 {
+                writer == Some(target)
+            } else {
+                standby
+            };
             SnapNode {
                 weight: c.weight,
                 eligible: state == State::Up && role_ok,
-                live: state.is_live(),
+                live: state.is_live() && role_ok,
                 lagging: state == State::Lagging,
                 fresh_until: n.health.last_good.map_or(now, |t| t + window),
                 visible_lsn: n.sample.as_ref().and_then(Sample::visible_lsn).unwrap_or(0),
             }
         })
         .collect();
-    Snapshot::new(snap_nodes, now)
+    Snapshot::new(snap_nodes, now).with_roles(roles)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ __all__ = [
     "SETTINGS_KEYS",
     "Cluster",
     "ConfigError",
+    "NoPrimary",
     "RouteState",
     "RouterSettings",
     "__version__",
@@ -42,6 +43,10 @@ class _NodeStatusBase(TypedDict):
     reads_routed: int
     reads_by_reason: dict[str, int]
     state: State
+    #: This node is the primary now (observed, whatever it was configured as).
+    primary_now: bool
+    #: The alias whose new connections go to this node now (``None``: none).
+    connected_as: str | None
 
 class NodeStatus(_NodeStatusBase, total=False):
     """One node in ``status()``. The keys below are present once this process's
@@ -117,6 +122,26 @@ def classify_failure(sqlstate: str | None, message: str) -> str | None:
     """The fault kind when a real connection or query failed because the node failed
     (the rules probes use); ``None`` for application and configuration errors."""
 
+class NoPrimary(Exception):
+    """No node can take writes now: none is primary (within the wait), or two are."""
+
+class Roles(TypedDict):
+    """The observed roles (``Cluster.roles()``)."""
+
+    state: Literal["known", "unknown", "split"]
+    #: The alias the primary's node was configured for (``None``: no primary known).
+    primary_node: str | None
+    primary_host: str | None
+    primary_port: int | None
+    #: Nodes (by configured alias) that claim primary on the newest timeline.
+    split: list[str]
+    #: Nodes that claim primary on an older timeline (never written to).
+    stale_primaries: list[str]
+    timeline: int | None
+    role_changes: int
+    #: Alias -> the configured alias of the node its new connections go to.
+    connects_to: dict[str, str]
+
 class ConfigError(ValueError):
     """A setting that cannot work; the message names the key and the value."""
 
@@ -171,6 +196,12 @@ class RouterSettings:
     @property
     def share_health(self) -> bool:
         """``SHARE_HEALTH``: one prober per host, shared by its worker processes."""
+    @property
+    def primary_wait_timeout(self) -> float:
+        """``PRIMARY_WAIT_TIMEOUT``: seconds a new write connection waits for a primary."""
+    @property
+    def patroni_urls(self) -> list[str]:
+        """``PATRONI_URLS``: Patroni REST base URLs (empty: not used)."""
     @property
     def replicas_implicit(self) -> bool:
         """``REPLICAS`` was not set: the replica was taken by the default rule."""
@@ -238,10 +269,24 @@ class Cluster:
         """Wait (GIL released) for state-change events: [(logging level, message,
         alias or None, new state or None, interrupt in-flight connections)]. Level 0:
         not to be logged (the host's shared prober logged it)."""
-    def report_fault(self, alias: str, kind: str, message: str) -> bool:
+    def report_fault(self, alias: str, kind: str, message: str, node: int | None = None) -> bool:
         """A real connection or query on ``alias`` failed for a node fault ``kind``:
         the node leaves reads now and is re-probed at once. Returns whether it was
-        taking reads. No I/O, no waiting on a lock."""
+        taking reads. No I/O, no waiting on a lock. ``node``: the node the connection
+        went to (default: where the alias connects now)."""
+    def connect_target(
+        self, alias: str, wait: float = 0.0, avoid: int | None = None
+    ) -> tuple[int, str, int]:
+        """``(node, host, port)`` for a new connection of ``alias``: for the primary
+        alias the primary now (never ``avoid``), waiting up to ``wait`` seconds (GIL
+        released) while none is known; raises ``NoPrimary``."""
+    def reprobe(self) -> None:
+        """Re-probe every node now."""
+    @property
+    def role_epoch(self) -> int:
+        """Changes whenever the observed roles change."""
+    def roles(self) -> Roles:
+        """Who is primary now, where each alias connects, changes of primary."""
     def retry(self, tried: list[str]) -> str | None:
         """Where to run a read again after node faults on ``tried`` (counted as
         ``retried``); ``None`` when no node is left."""

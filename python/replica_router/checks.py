@@ -19,6 +19,7 @@ Found by talking to the nodes:
 - W002: a node is down; ``--database``.
 - W003: a configured replica answers as a primary (promoted, or not a standby).
 - W004: a cluster alias does not use the router's database backend.
+- W005: ``PATRONI_URLS`` is set; this version does not poll Patroni yet.
 """
 
 from __future__ import annotations
@@ -168,8 +169,11 @@ def check_roles(
     finally:
         probe.close()
     messages: list[CheckMessage] = []
+    # After a switchover the configured primary is a standby and a replica is the
+    # primary: writes follow it (docs/roles.md), nothing to report.
+    switched = nodes[0].get("observed_role") == "replica"
     for n in nodes[1:]:
-        if n.get("observed_role") != PRIMARY:
+        if n.get("observed_role") != PRIMARY or switched:
             continue
         where = f"DATABASES[{n['alias']!r}] ({n['host']}:{n['port']})"
         if s.replicas_implicit:
@@ -195,3 +199,26 @@ def check_roles(
                 )
             )
     return messages
+
+
+@register()
+def check_patroni(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W005: ``PATRONI_URLS`` is accepted and validated, but not polled by this version:
+    roles come from PostgreSQL alone (say so rather than ignore it silently)."""
+    from replica_router import conf
+
+    try:
+        s = conf.load()
+    except ImproperlyConfigured:
+        return []
+    if not s.patroni_urls:
+        return []
+    return [
+        Warning(
+            f'REPLICA_ROUTER["PATRONI_URLS"] = {s.patroni_urls!r} is not used by this '
+            "version: writes follow the primary PostgreSQL reports (pg_is_in_recovery() "
+            "and the timeline), not Patroni's leader",
+            hint="See docs/roles.md (Limits).",
+            id="replica_router.W005",
+        )
+    ]

@@ -60,6 +60,10 @@ def node_fault(exc: BaseException) -> str | None:
     the node failed; ``None`` for application and configuration errors."""
     from django.db import OperationalError
 
+    from replica_router.roles import PrimaryUnavailable
+
+    if isinstance(exc, PrimaryUnavailable):
+        return None  # the router's own verdict, not something a node did
     cause = exc.__cause__ if exc.__cause__ is not None else exc
     if not isinstance(exc, OperationalError) and not _is_driver_operational(cause):
         # Only OperationalError means "the connection or server failed"; an
@@ -80,16 +84,17 @@ def note_down(alias: str) -> None:
         down_epoch[alias] = down_epoch.get(alias, 0) + 1
 
 
-def report(alias: str, kind: str, exc: BaseException) -> bool:
-    """Tell the core that ``alias`` failed under real traffic (no I/O, no waiting).
-    Returns whether the node was taking reads until now."""
+def report(alias: str, kind: str, exc: BaseException, *, node: int | None = None) -> bool:
+    """Tell the core that ``alias`` failed under real traffic (no I/O, no waiting);
+    ``node``: the node the connection went to, when known (else where the alias
+    connects now). Returns whether the node was taking reads until now."""
     from replica_router import _runtime
 
     cluster = _runtime.cluster
     if cluster is None:
         return False
     cause = exc.__cause__ if exc.__cause__ is not None else exc
-    was_in_reads = cluster.report_fault(alias, kind, str(cause))
+    was_in_reads = cluster.report_fault(alias, kind, str(cause), node)
     if was_in_reads:
         note_down(alias)
     return was_in_reads

@@ -68,13 +68,16 @@ class ReplicaRouterCollector(Collector):
 
         try:
             nodes = replica_router.status()
-            decisions = replica_router.decisions()
+            decisions: dict[str, int] = dict(cast("dict[str, int]", replica_router.decisions()))
+            from replica_router.roles import roles
+
+            decisions["role_changes"] = int(roles()["role_changes"])
         except Exception:
             # A scrape must not turn a settings error into a 500 for the whole
             # registry (django-prometheus exports its own metrics through it too).
             logger.exception("replica_router: metrics could not read the cluster status")
             return []
-        return list(self.build([dict(n) for n in nodes], cast("dict[str, int]", decisions)))
+        return list(self.build([dict(n) for n in nodes], decisions))
 
     def build(
         self,
@@ -156,6 +159,15 @@ class ReplicaRouterCollector(Collector):
             "Faults of the node seen on the request path (passive health).",
         )
         writes = counter("writes", "Writes routed (to the primary).", extra)
+        primary_now = gauge(
+            "node_primary_now",
+            "1 for the node that is the primary now (observed: writes go to it), else 0.",
+        )
+        role_changes = counter(
+            "role_changes",
+            "Changes of primary seen by this process (switchovers and failovers).",
+            extra,
+        )
 
         def optional(family: GaugeMetricFamily, labels: list[str], value: Any) -> None:
             if value is not None:
@@ -189,6 +201,8 @@ class ReplicaRouterCollector(Collector):
             if "passive_faults" in n:
                 has_passive = True
                 passive.add_metric(lv, float(n["passive_faults"] or 0))
+            if "primary_now" in n:
+                primary_now.add_metric(lv, 1.0 if n["primary_now"] else 0.0)
         if "writes" in decisions:
             writes.add_metric(extra_values, float(decisions["writes"]))
 
@@ -197,6 +211,13 @@ class ReplicaRouterCollector(Collector):
         if has_passive or describe:
             yield passive
         yield writes
+        if nodes or describe:
+            yield primary_now
+        if "role_changes" in decisions:
+            role_changes.add_metric(extra_values, float(decisions["role_changes"]))
+            yield role_changes
+        elif describe:
+            yield role_changes
 
 
 _registered: dict[int, ReplicaRouterCollector] = {}

@@ -24,6 +24,8 @@ from django.urls import NoReverseMatch, reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
+from replica_router.roles import primary_line, roles
+
 __all__ = ["Overall", "metrics", "overall", "readiness", "status_page"]
 
 logger = logging.getLogger("replica_router")
@@ -41,6 +43,15 @@ def overall(nodes: Sequence[dict[str, Any]]) -> Overall:
     (reads fall back to the primary); ``ok`` when every node is up in its role."""
     if not nodes:
         return "unavailable"
+    if any(n.get("primary_now") for n in nodes):
+        # Roles observed: the primary is the node that is primary now.
+        primary = next(n for n in nodes if n.get("primary_now"))
+        if primary.get("state") != "up":
+            return "unavailable"
+        others = [n for n in nodes if not n.get("primary_now")]
+        if any(n.get("state") != "up" or n.get("observed_role") == "primary" for n in others):
+            return "degraded"
+        return "ok"
     primary, replicas = nodes[0], nodes[1:]
     if primary.get("state") != "up" or primary.get("role_mismatch"):
         return "unavailable"
@@ -132,6 +143,8 @@ def _row(n: dict[str, Any], now: float) -> dict[str, Any]:
         "configured_role": n.get("configured_role"),
         "observed_role": n.get("observed_role") or "—",
         "role_mismatch": bool(n.get("role_mismatch")),
+        "primary_now": bool(n.get("primary_now")),
+        "connected_as": n.get("connected_as"),
         "weight": n.get("weight"),
         "lag_bytes": _bytes(n.get("lag_bytes") if live else None),
         "lag_seconds": _seconds(n.get("lag_seconds") if live else None),
@@ -196,9 +209,10 @@ def status_page(
     try:
         nodes = _nodes()
         decisions: dict[str, int] = _cluster_decisions()
+        primary_now: str | None = primary_line(roles())
         error = None
     except ImproperlyConfigured as exc:
-        nodes, decisions, error = [], {}, str(exc)
+        nodes, decisions, primary_now, error = [], {}, None, str(exc)
     word = overall(nodes)
     admin_context = _admin_context(request)
     context: dict[str, Any] = {
@@ -207,6 +221,7 @@ def status_page(
         "overall": word,
         "rows": [_row(n, now) for n in nodes],
         "writes": decisions.get("writes", 0),
+        "primary_now": primary_now,
         "reads_total": sum(v for k, v in decisions.items() if k != "writes"),
         "config_error": error,
         "refresh_seconds": refresh_seconds if refresh_seconds and refresh_seconds > 0 else None,

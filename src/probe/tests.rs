@@ -100,7 +100,7 @@ fn sqlstates_are_classified() {
 
 #[test]
 fn parses_primary_and_standby_rows() {
-    let primary = ["f", "0/3000148", "", "", "f", "", "1"];
+    let primary = ["f", "0/3000148", "", "", "f", "", "1", "1764750000000000"];
     let get = |i: usize| {
         let v = primary[i];
         (!v.is_empty()).then_some(v)
@@ -110,8 +110,9 @@ fn parses_primary_and_standby_rows() {
     assert_eq!(s.current_lsn, Some(0x3000148));
     assert_eq!(s.visible_lsn(), Some(0x3000148));
     assert_eq!(s.timeline, Some(1));
+    assert_eq!(s.started_us, Some(1_764_750_000_000_000));
 
-    let standby = ["t", "", "0/3000148", "0/3000100", "t", "streaming", "1"];
+    let standby = ["t", "", "0/3000148", "0/3000100", "t", "streaming", "1", ""];
     let get = |i: usize| {
         let v = standby[i];
         (!v.is_empty()).then_some(v)

@@ -5,6 +5,8 @@ use super::{fail, integer, key, node, seconds, Family, Settings, SettingsError, 
 use super::{py_list, KEYS, POSTGRES_ENGINES};
 use crate::config::{ClusterConfig, Role};
 
+mod roles;
+
 /// Validates `REPLICA_ROUTER` (`router`, `None` when unset) against `DATABASES`.
 /// `probe_databases` are the entries to connect to (captured before a test runner
 /// renamed `NAME`); the aliases and engines always come from `databases`.
@@ -225,6 +227,11 @@ pub fn build(
     let test_mirror = flag("TEST_MIRROR", true)?;
     let test_replica_reads = flag("TEST_REPLICA_READS", false)?;
     let share_health = flag("SHARE_HEALTH", true)?;
+    let primary_wait_timeout = roles::primary_wait_timeout(&or(
+        "PRIMARY_WAIT_TIMEOUT",
+        Value::Float(roles::DEFAULT_PRIMARY_WAIT),
+    ))?;
+    let patroni_urls = roles::patroni_urls(get("PATRONI_URLS"))?;
 
     let entry = |alias: &str| {
         probe_databases
@@ -259,6 +266,8 @@ pub fn build(
         test_replica_reads,
         share_health,
         replicas_implicit: implicit,
+        primary_wait_timeout,
+        patroni_urls,
     })
 }
 

@@ -51,13 +51,15 @@ impl Sharing {
                 mask |= 1 << i;
             }
         }
-        let snapshot = Snapshot::new(d.snap.clone(), now);
+        let roles = crate::roles::observe_roles(cfg, &d.nodes, now);
+        let snapshot = Snapshot::new(d.snap.clone(), now).with_roles(roles);
         let snapshot = if mask == 0 {
             snapshot
         } else {
             snapshot.without(mask, now)
         };
         self.shared.snapshot.store(Arc::new(snapshot));
+        self.shared.note_roles();
         let mut view = lock(&self.view);
         if let Some(old) = view.as_ref() {
             self.events_between(old, &d);

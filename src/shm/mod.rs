@@ -25,7 +25,7 @@ use arc_swap::ArcSwapOption;
 
 use crate::events::{lock, Events};
 use crate::monitor::{Engine, Shared};
-use crate::probe::Fault;
+use crate::probe::{Fault, FaultKind};
 use crate::report::ProberView;
 use crate::step::{Event, Severity};
 
@@ -254,13 +254,15 @@ impl Sharing {
         let seg = self.segment();
         let mut seen = lock(&self.mail_seen);
         for (i, s) in seen.iter_mut().enumerate() {
-            let (count, kind) = seg.mailbox(i);
+            let (count, code) = seg.mailbox_raw(i);
             if count == *s {
                 continue;
             }
             *s = count;
             publisher.set_applied(i, count);
-            if let Some(kind) = kind {
+            if code == segment::REPROBE {
+                engine.reprobe();
+            } else if let Some(kind) = FaultKind::from_code(code) {
                 let fault = Fault {
                     kind,
                     message: format!("passive: {} (reported by another worker)", kind.as_str()),
@@ -271,6 +273,16 @@ impl Sharing {
     }
 
     /// A passive fault seen by this process; see `Engine::report_passive`.
+    /// Re-probes every node: here if this process probes, else by asking the host's
+    /// prober through the segment.
+    pub(crate) fn reprobe(&self) {
+        if let Some(engine) = self.engine.load_full() {
+            engine.reprobe();
+        } else {
+            self.segment().post_reprobe();
+        }
+    }
+
     pub(crate) fn report_passive(&self, idx: usize, fault: Fault, now: Instant) -> bool {
         if let Some(engine) = self.engine.load_full() {
             return engine.report_passive(idx, fault, now);

@@ -19,7 +19,7 @@ use node::{decode_node, encode_node};
 
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"RRSHARE\x01");
 /// Bumped on any change of the layout below (also part of the file name).
-pub(crate) const LAYOUT: u64 = 1;
+pub(crate) const LAYOUT: u64 = 2;
 pub(crate) const H_MAGIC: usize = 0;
 const H_LAYOUT: usize = 1;
 const H_CRATE: usize = 2;
@@ -34,6 +34,8 @@ const H_SUM: usize = 9;
 pub(crate) const HEADER_WORDS: usize = 16;
 pub(crate) const NODE_WORDS: usize = 64;
 pub(crate) const MAIL_WORDS: usize = 2;
+/// The mailbox code of a re-probe request (no `FaultKind::code` is this large).
+pub(crate) const REPROBE: u64 = u64::MAX - 1;
 /// The most nodes a segment holds (the snapshot's masks are 64 bits wide).
 pub(crate) const MAX_NODES: usize = 64;
 
@@ -239,9 +241,24 @@ impl Segment<'_> {
 
     /// The leader polls: the mailbox count and the last fault kind posted.
     pub(crate) fn mailbox(&self, idx: usize) -> (u64, Option<FaultKind>) {
+        let (count, code) = self.mailbox_raw(idx);
+        (count, FaultKind::from_code(code))
+    }
+
+    /// The mailbox count and the raw code last posted (a fault kind, or `REPROBE`).
+    pub(crate) fn mailbox_raw(&self, idx: usize) -> (u64, u64) {
         let m = self.mail(idx);
         let count = m[0].load(Ordering::Acquire);
-        (count, FaultKind::from_code(m[1].load(Ordering::Relaxed)))
+        (count, m[1].load(Ordering::Relaxed))
+    }
+
+    /// A follower asks the leader to re-probe every node now (a write met a demoted
+    /// primary, or waits for a primary): node 0's mailbox with the `REPROBE` code,
+    /// which no fault kind has (a leader of an older build ignores it).
+    pub(crate) fn post_reprobe(&self) {
+        let m = self.mail(0);
+        m[1].store(REPROBE, Ordering::Relaxed);
+        m[0].fetch_add(1, Ordering::AcqRel);
     }
 }
 

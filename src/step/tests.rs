@@ -79,6 +79,16 @@ fn promoted_replica_is_flagged_and_not_read_from() {
             .any(|e| e.severity == Severity::Error && e.message.contains("promoted")),
         "{events:?}"
     );
+    // Two claims are reported once they last the staleness window (a proxy's check
+    // window can show a role flip for a moment).
+    assert!(events
+        .iter()
+        .all(|e| !e.message.contains("claim to be primary")));
+    let later = now + cfg.staleness_window();
+    let mut events = ok(&cfg, &mut st, 0, sample_primary(100), later);
+    let mut again = sample_primary(200);
+    again.timeline = Some(2);
+    events.extend(ok(&cfg, &mut st, 1, again, later));
     assert!(
         events
             .iter()
@@ -89,7 +99,7 @@ fn promoted_replica_is_flagged_and_not_read_from() {
     // Reported once per episode, not once per probe.
     let mut again = sample_primary(300);
     again.timeline = Some(2);
-    let events = ok(&cfg, &mut st, 1, again, now);
+    let events = ok(&cfg, &mut st, 1, again, later);
     assert!(
         events
             .iter()

@@ -138,3 +138,36 @@ def test_check_database_reports_unreachable_nodes_w002() -> None:
 def test_check_database_of_another_alias_probes_nothing() -> None:
     """Proves: ``check --database other`` (outside the cluster) reports nothing."""
     assert ours(databases=["other"]) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("PRIMARY_WAIT_TIMEOUT", -1),
+        ("PRIMARY_WAIT_TIMEOUT", "long"),
+        ("PRIMARY_WAIT_TIMEOUT", 7200),
+        ("PATRONI_URLS", "http://127.0.0.1:8008"),
+        ("PATRONI_URLS", ["127.0.0.1:8008"]),
+        ("PATRONI_URLS", ["http://"]),
+    ],
+)
+def test_bad_role_settings_are_e011_naming_key_and_value(key: str, value: Any) -> None:
+    """Proves: a bad ``PRIMARY_WAIT_TIMEOUT`` or ``PATRONI_URLS`` is error E011,
+    naming the key and the value."""
+    with router_settings(**{key: value}):
+        errors = ours()
+    assert ids(errors) == ["replica_router.E011"], errors
+    assert key in errors[0].msg and repr(value).strip("[]") in errors[0].msg, errors[0].msg
+
+
+def test_good_role_settings_and_patroni_urls_not_used_yet_is_w005() -> None:
+    """Proves: good values are accepted (``PRIMARY_WAIT_TIMEOUT`` 0 turns the wait off);
+    ``PATRONI_URLS``, validated but not polled by this version, is warning W005
+    rather than ignored silently."""
+    with router_settings(PRIMARY_WAIT_TIMEOUT=0):
+        assert ours() == []
+    with router_settings(PATRONI_URLS=["http://127.0.0.1:8008/"]):
+        messages = ours()
+    assert ids(messages) == ["replica_router.W005"], messages
+    assert isinstance(messages[0], checks.Warning)
+    assert "http://127.0.0.1:8008" in messages[0].msg

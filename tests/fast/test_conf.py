@@ -173,7 +173,9 @@ def test_defaults_without_any_setting() -> None:
         "PRIMARY", "REPLICAS", "PRIMARY_READ_WEIGHT", "PROBE_INTERVAL", "PROBE_TIMEOUT",
         "FALL", "RISE", "MAX_LAG_SECONDS", "MAX_LAG_BYTES", "PIN_SECONDS", "COOKIE_NAME",
         "COOKIE_MAX_AGE", "TEST_MIRROR", "TEST_REPLICA_READS", "SHARE_HEALTH",
+        "PRIMARY_WAIT_TIMEOUT", "PATRONI_URLS",
     }  # fmt: skip
+    assert s.primary_wait_timeout == 10.0 and s.patroni_urls == []
 
 
 def test_implicit_replica_ignores_non_postgresql_aliases() -> None:

@@ -24,6 +24,11 @@ def node(state: str, mismatch: bool = False) -> dict[str, Any]:
     return {"state": state, "role_mismatch": mismatch}
 
 
+def seen(state: str, role: str, primary_now: bool) -> dict[str, Any]:
+    """A node as the prober reports it once roles are observed."""
+    return {"state": state, "observed_role": role, "primary_now": primary_now}
+
+
 @pytest.mark.parametrize(
     ("nodes", "code"),
     [
@@ -36,6 +41,10 @@ def node(state: str, mismatch: bool = False) -> dict[str, Any]:
         ([node("down"), node("up")], 2),
         ([node("unknown"), node("up")], 2),
         ([node("up", mismatch=True), node("up")], 2),
+        ([seen("up", "replica", False), seen("up", "primary", True)], 0),
+        ([seen("down", "primary", False), seen("up", "primary", True)], 1),
+        ([seen("up", "primary", False), seen("up", "primary", True)], 1),
+        ([seen("up", "primary", True), seen("down", "replica", False)], 1),
     ],
     ids=[
         "healthy",
@@ -47,11 +56,16 @@ def node(state: str, mismatch: bool = False) -> dict[str, Any]:
         "primary-down",
         "primary-unknown",
         "primary-in-recovery",
+        "after-switchover",
+        "after-failover-old-primary-down",
+        "old-primary-still-up",
+        "observed-primary-replica-down",
     ],
 )
 def test_exit_code(nodes: list[dict[str, Any]], code: int) -> None:
     """Proves: 0 when every node is up in its role, 1 when only a replica is not,
-    2 when the primary is not (whatever the replicas)."""
+    2 when the primary is not (whatever the replicas); once roles are observed, the
+    primary is the node that is primary now, wherever it was configured."""
     assert exit_code(nodes) == code
 
 

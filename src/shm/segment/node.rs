@@ -44,7 +44,9 @@ const N_STATUS_LEN: usize = 24;
 const N_STATUS: usize = 25;
 const N_ERR_LEN: usize = N_STATUS + STATUS_BYTES / 8;
 const N_ERR: usize = N_ERR_LEN + 1;
-const _: () = assert!(N_ERR + ERROR_BYTES / 8 <= NODE_WORDS);
+/// After the error text: the server's start time (`Sample::started_us`).
+const N_STARTED: usize = N_ERR + ERROR_BYTES / 8;
+const _: () = assert!(N_STARTED < NODE_WORDS);
 
 const F_ELIGIBLE: u64 = 1;
 const F_LIVE: u64 = 2;
@@ -147,6 +149,7 @@ pub(super) fn encode_node(n: &NodeStatus, s: &SnapNode, c: Counters, block: &mut
     block[N_DOWN_EPOCH] = c.down_epoch;
     block[N_INTR_EPOCH] = c.interrupt_epoch;
     block[N_APPLIED] = c.applied;
+    block[N_STARTED] = opt(sample.and_then(|s| s.started_us));
     let status = sample.and_then(|s| s.receiver_status.as_deref());
     put_text(
         block,
@@ -184,6 +187,7 @@ pub(super) fn decode_node(
         replay_paused: has(F_PAUSED),
         receiver_status: has(F_RECEIVER).then(|| get_text(b, N_STATUS_LEN, N_STATUS, STATUS_BYTES)),
         timeline: unopt(b[N_TIMELINE]).and_then(|t| u32::try_from(t).ok()),
+        started_us: unopt(b[N_STARTED]),
     });
     let last_error = if has(F_ERROR) {
         let kind = FaultKind::from_code(b[N_ERR_KIND])

@@ -251,3 +251,18 @@ fn concurrent_reads_see_whole_writes_or_nothing() {
         assert!(whole > 0);
     });
 }
+
+#[test]
+fn a_reprobe_request_is_no_fault() {
+    let w = words(2);
+    let seg = Segment {
+        words: &w,
+        key: 1,
+        nodes: 2,
+    };
+    seg.post_reprobe();
+    // Counted in node 0's mailbox, with a code no fault kind has.
+    assert_eq!(seg.mailbox(0), (1, None));
+    assert_eq!(seg.mailbox_raw(0), (1, REPROBE));
+    assert_eq!(seg.mailbox(1), (0, None));
+}

@@ -14,6 +14,13 @@ For an alias of the cluster (the primary and the replicas), and only for those:
 * **Interruptible connections.** Live connections are remembered (weakly) so that,
   when the prober declares a node down for timeouts (frozen, blackholed), queries
   waiting on it are interrupted and retried instead of hanging.
+* **Writes follow the primary.** The connect path (``get_connection_params``) is the
+  one place that decides which node an alias connects to: the primary alias goes to
+  the node that is primary now (waiting for one through a switchover, see
+  ``roles``). A connection to a node whose role changed is closed before it is
+  reused, outside transactions. A write is run again only where it surely never
+  ran: a failed connect, or a statement rejected with 25006 (read-only) outside
+  ``atomic()``; once, on the new primary.
 
 Works with psycopg 3 and psycopg2, persistent connections (``CONN_MAX_AGE``),
 ``CONN_HEALTH_CHECKS`` and Django's connection pool (``OPTIONS["pool"]``).
@@ -22,13 +29,13 @@ Works with psycopg 3 and psycopg2, persistent connections (``CONN_MAX_AGE``),
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db import DatabaseError
 from django.db.backends.postgresql import base as postgresql
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
-from replica_router import _runtime, faults
+from replica_router import _runtime, faults, roles
 
 __all__ = ["DatabaseWrapper"]
 
@@ -45,6 +52,18 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
     """A cluster node's connection that reports node faults and retries safe reads."""
 
     _rr_epoch = 0
+    #: The node the open connection went to, and the roles epoch it was checked at.
+    _rr_node: int | None = None
+    _rr_role_epoch = -1
+    #: The node the next connect goes to (set by ``get_connection_params``).
+    _rr_next_node: int | None = None
+    #: A node to keep the primary alias away from for the next connect (it rejected
+    #: a write as read-only, or refused the connect).
+    _rr_avoid: int | None = None
+    #: Per alias, the node its connection pool (``OPTIONS["pool"]``) was built for.
+    _rr_pool_nodes: ClassVar[dict[str, int]] = {}
+    #: Host and port for the pool being built now (``get_connection_params``).
+    _rr_pool_place: tuple[Any, Any] | None = None
 
     def _rr_member(self) -> bool:
         """Whether this alias is a node of the router's cluster."""
@@ -65,18 +84,72 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
             params.setdefault("keepalives_idle", KEEPALIVES_IDLE)
             params.setdefault("keepalives_interval", KEEPALIVES_INTERVAL)
             params.setdefault("keepalives_count", KEEPALIVES_COUNT)
+            if self._rr_pool_place is not None:
+                params["host"], params["port"] = self._rr_pool_place
         return params
+
+    def _rr_follow_pool(self, node: int, conn_params: dict[str, Any]) -> None:
+        """Django's pool connects where it was built: when this alias's node changed
+        (a switchover), close it (connections in use close when returned) and build
+        it anew for the node ``conn_params`` point at."""
+        pools = self._connection_pools
+        if self.alias in pools and self._rr_pool_nodes.get(self.alias) == node:
+            return
+        if self.alias in pools:
+            self.close_pool()
+        self._rr_pool_place = (conn_params.get("host"), conn_params.get("port"))
+        try:
+            self.pool  # noqa: B018 - built from get_connection_params, placed
+        finally:
+            self._rr_pool_place = None
+        self._rr_pool_nodes[self.alias] = node
+
+    def _rr_place(self, conn_params: dict[str, Any]) -> dict[str, Any]:
+        """The one place that decides which node a new connection of this alias goes
+        to: ``conn_params`` aimed there (the primary alias waits for a primary, see
+        ``roles.target``). Also notes the node, for reports and the role check."""
+        self._rr_next_node = None
+        if not self._rr_member():
+            return conn_params
+        try:
+            node, host, port = roles.target(self.alias, avoid=self._rr_avoid)
+        finally:
+            self._rr_avoid = None  # spent on this connect, whatever came of it
+        self._rr_next_node = node
+        if node == _runtime.get_settings().aliases.index(self.alias):
+            return conn_params
+        # Another node has this alias's role now (a switchover or failover).
+        return {**conn_params, "host": host, "port": port}
+
+    def ensure_connection(self) -> None:
+        if self.connection is not None:
+            self._rr_refresh()
+        super().ensure_connection()
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         epoch = faults.down_epoch.get(self.alias, 0)
+        cluster = _runtime.cluster
+        role_epoch = cluster.role_epoch if cluster is not None else -1
+        conn_params = self._rr_place(conn_params)
+        node = self._rr_next_node
+        if node is not None and (self.settings_dict.get("OPTIONS") or {}).get("pool"):
+            self._rr_follow_pool(node, conn_params)
         try:
             connection = super().get_new_connection(conn_params)
         except Exception as exc:
             kind = faults.node_fault(exc) if self._rr_member() else None
             if kind is not None:
-                faults.report(self.alias, kind, exc)
+                if kind == "timeout":
+                    # A connect that timed out (through a proxy retrying a dead
+                    # backend, say) says nothing of the alias's open connections: a
+                    # connect failure, which takes it out of reads but interrupts
+                    # nothing (the prober's own timeouts do, for a frozen node).
+                    kind = "connection_failure"
+                # Takes the node out; on the primary, re-probes every node at once.
+                faults.report(self.alias, kind, exc, node=node)
             raise
         self._rr_epoch = epoch
+        self._rr_node, self._rr_role_epoch = node, role_epoch
         faults.register(self.alias, self)
         return connection
 
@@ -91,16 +164,27 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
 
     def _rr_refresh(self) -> None:
         """Close a connection opened before its node last went down (broken, or
-        about to be), outside transactions, so that it is not used and reported."""
-        if (
-            self.connection is not None
-            and self._rr_epoch != faults.down_epoch.get(self.alias, 0)
-            and self._rr_may_retry()
-        ):
+        about to be), or to a node whose role changed (the alias connects elsewhere
+        now), outside transactions, so that it is not used and reported."""
+        if self.connection is None or not self._rr_may_retry():
+            return
+        if self._rr_epoch != faults.down_epoch.get(self.alias, 0) or self._rr_avoid is not None:
             self._rr_discard()
+            return
+        cluster = _runtime.cluster
+        if cluster is None or cluster.role_epoch == self._rr_role_epoch or self._rr_node is None:
+            return
+        epoch = cluster.role_epoch
+        try:
+            node = roles.target(self.alias, wait=False)[0]
+        except roles.PrimaryUnavailable:
+            return  # no primary known: the next write tells (and waits on connect)
+        if node != self._rr_node:
+            self._rr_discard()
+        else:
+            self._rr_role_epoch = epoch
 
     def _cursor(self, name: str | None = None) -> Any:
-        self._rr_refresh()
         try:
             return super()._cursor(name)
         except DatabaseError as exc:
@@ -141,14 +225,42 @@ class _RetryMixin:
         db = self.db
         if not isinstance(db, DatabaseWrapper) or not db._rr_member():
             raise exc
+        if roles.is_read_only_rejection(exc) and db.alias == _runtime.get_settings().primary:
+            return self._rr_write_again(sql, params, exc)
         kind = faults.node_fault(exc)
         if kind is None:
             raise exc
-        faults.report(db.alias, kind, exc)
+        faults.report(db.alias, kind, exc, node=db._rr_node)
         if not db._rr_may_retry() or not faults.is_read_only(sql):
             raise exc
         db._rr_discard()
         inner, self.db, result = _run_elsewhere([db.alias], sql, params, exc)
+        old, self.cursor = self.cursor, inner
+        if old is not None:
+            try:
+                old.close()
+            except Exception:
+                pass
+        return result
+
+    def _rr_write_again(
+        self, sql: str, params: Any, exc: DatabaseError, failed: int | None = None
+    ) -> Any:
+        """The primary alias's node rejected a statement as read-only (it was
+        demoted), or refused the connect: nothing ran. Outside ``atomic()`` it runs
+        once on the primary now (the connect waits for one); inside, it fails as with
+        Django and the next transaction connects anew."""
+        db = self.db
+        cluster = _runtime.cluster or _runtime.get_cluster()
+        cluster.reprobe()
+        db._rr_avoid = db._rr_node if failed is None else failed
+        if not db._rr_may_retry():
+            raise exc
+        db._rr_discard()
+        db.ensure_connection()
+        with db.wrap_database_errors:
+            inner = db.create_cursor()
+            result = inner.execute(sql) if params is None else inner.execute(sql, params)
         old, self.cursor = self.cursor, inner
         if old is not None:
             try:
@@ -183,7 +295,7 @@ def _run_elsewhere(tried: list[str], sql: str, params: Any, exc: DatabaseError) 
             if kind is None:
                 raise
             if connected:  # a failed connect was reported by get_new_connection
-                faults.report(alias, kind, again)
+                faults.report(alias, kind, again, node=getattr(other, "_rr_node", None))
             if isinstance(other, DatabaseWrapper):
                 other._rr_discard()
             continue
@@ -206,8 +318,10 @@ class RetryingCursorDebugWrapper(_RetryMixin, CursorDebugWrapper):
 
 class FailedConnectCursor(RetryingCursorWrapper):
     """Stands in for a cursor when connecting to the node failed: a read-only
-    statement runs on another node; anything else raises the connect error, as
-    Django's own backend would have (only a little later: at ``execute``)."""
+    statement runs on another node; a write of the primary alias (outside any
+    transaction: nothing ran) runs once on the primary now, waiting for one through
+    a switchover; anything else raises the connect error, as Django's own backend
+    would have (only a little later: at ``execute``)."""
 
     def __init__(self, db: DatabaseWrapper, exc: DatabaseError) -> None:
         super().__init__(None, db)
@@ -216,8 +330,14 @@ class FailedConnectCursor(RetryingCursorWrapper):
     def _execute(self, sql: str, params: Any, *ignored_wrapper_args: Any) -> Any:
         if self.cursor is not None:
             return super()._execute(sql, params, *ignored_wrapper_args)
-        if not faults.is_read_only(sql) or not self.db._rr_may_retry():
+        if not self.db._rr_may_retry():
             raise self._rr_error
+        if not faults.is_read_only(sql):
+            if self.db.alias != _runtime.get_settings().primary:
+                raise self._rr_error
+            # A write whose connect failed never ran: once, on the primary now.
+            failed = self.db._rr_next_node
+            return self._rr_write_again(sql, params, self._rr_error, failed)
         return self._rr_retry_after_connect(sql, params)
 
     def _rr_retry_after_connect(self, sql: str, params: Any) -> Any:

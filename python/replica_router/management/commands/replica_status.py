@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.management.base import BaseCommand
 
 from replica_router import _runtime
+from replica_router.roles import primary_line
 from replica_router.states import UNKNOWN, UP
 
 if TYPE_CHECKING:
@@ -45,6 +46,16 @@ def _cell(value: Any) -> str:
 
 
 def exit_code(nodes: list[NodeStatus]) -> int:
+    """0: healthy; 1: a node other than the primary is not serving; 2: no primary up.
+    Roles are the observed ones (after a switchover the primary is another node)."""
+    if any(n.get("primary_now") for n in nodes):
+        primary = next(n for n in nodes if n.get("primary_now"))
+        if primary["state"] != UP:
+            return 2
+        others = [n for n in nodes if not n.get("primary_now")]
+        if any(n["state"] != UP or n.get("observed_role") == "primary" for n in others):
+            return 1
+        return 0
     primary, replicas = nodes[0], nodes[1:]
     if primary["state"] != UP or primary.get("role_mismatch"):
         return 2
@@ -89,12 +100,21 @@ class Command(BaseCommand):
             time.sleep(0.05)
             nodes = cluster.status()
         code = exit_code(nodes)
+        roles = dict(cluster.roles())
         if json:
             self.stdout.write(
-                _json_dumps({"nodes": nodes, "decisions": cluster.decisions(), "exit_code": code})
+                _json_dumps(
+                    {
+                        "nodes": nodes,
+                        "decisions": cluster.decisions(),
+                        "roles": roles,
+                        "exit_code": code,
+                    }
+                )
             )
         else:
             self._table(nodes)
+            self.stdout.write(primary_line(roles))
             self.stdout.write(prober_line(nodes))
             verdict = {
                 0: "healthy",

@@ -1,0 +1,117 @@
+//! `Cluster`'s side of roles that change: where a new connection goes (waiting for a
+//! primary through a switchover), and the observed roles for Python.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::roles::Writer;
+
+use super::{Cluster, NoPrimary};
+
+/// How often a connection waiting for a primary re-probes every node.
+const GAP_PULSE: Duration = Duration::from_millis(50);
+
+impl Cluster {
+    /// See `connect_target` (the Python method).
+    pub(super) fn connect_target_impl(
+        &self,
+        py: Python<'_>,
+        alias: &str,
+        wait: f64,
+        avoid: Option<usize>,
+    ) -> PyResult<(usize, String, u16)> {
+        self.prober.ensure_started();
+        let Some(slot) = self.index_of(alias) else {
+            return Err(pyo3::exceptions::PyKeyError::new_err(alias.to_string()));
+        };
+        let place = |i: usize| {
+            let n = &self.shared.config.nodes[i];
+            (i, n.host.clone(), n.port)
+        };
+        if slot != 0 {
+            return Ok(place(self.target_of(slot)));
+        }
+        let wait = Duration::from_secs_f64(if wait.is_finite() {
+            wait.clamp(0.0, 3600.0)
+        } else {
+            0.0
+        });
+        let started = Instant::now();
+        loop {
+            let epoch = self.shared.role_epoch.load(Ordering::Acquire);
+            let roles = Arc::clone(&self.shared.snapshot.load().roles);
+            match &roles.writer {
+                Writer::Known(w) if Some(*w) != avoid => return Ok(place(*w)),
+                Writer::Split(nodes) => {
+                    let names: Vec<String> = nodes.iter().map(|&i| self.node_name(i)).collect();
+                    return Err(NoPrimary::new_err(format!(
+                        "writes refused: {} servers claim to be primary on timeline {}: {}",
+                        nodes.len(),
+                        roles.timeline.map_or("unknown".into(), |t| t.to_string()),
+                        names.join(" and ")
+                    )));
+                }
+                _ => {}
+            }
+            let waited = started.elapsed();
+            if waited >= wait {
+                let nodes: Vec<String> = (0..self.shared.config.nodes.len())
+                    .map(|i| self.node_name(i))
+                    .collect();
+                return Err(NoPrimary::new_err(format!(
+                    "no primary is known for {alias:?} after waiting {:.1} s \
+                     (PRIMARY_WAIT_TIMEOUT); nodes: {}",
+                    waited.as_secs_f64(),
+                    nodes.join(", ")
+                )));
+            }
+            let slice = (wait - waited).min(GAP_PULSE);
+            self.prober.reprobe();
+            py.detach(|| self.shared.wait_roles(epoch, slice));
+        }
+    }
+
+    /// See `roles` (the Python method).
+    pub(super) fn roles_impl<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.prober.ensure_started();
+        let roles = Arc::clone(&self.shared.snapshot.load().roles);
+        let nodes = &self.shared.config.nodes;
+        let d = PyDict::new(py);
+        let (state, primary) = match &roles.writer {
+            Writer::Known(w) => ("known", Some(*w)),
+            Writer::Unknown => ("unknown", None),
+            Writer::Split(_) => ("split", None),
+        };
+        d.set_item("state", state)?;
+        d.set_item("primary_node", primary.map(|w| nodes[w].alias.clone()))?;
+        d.set_item("primary_host", primary.map(|w| nodes[w].host.clone()))?;
+        d.set_item("primary_port", primary.map(|w| nodes[w].port))?;
+        let split: Vec<String> = match &roles.writer {
+            Writer::Split(v) => v.iter().map(|&i| nodes[i].alias.clone()).collect(),
+            _ => Vec::new(),
+        };
+        d.set_item("split", split)?;
+        let stale: Vec<String> = roles
+            .stale
+            .iter()
+            .map(|&i| nodes[i].alias.clone())
+            .collect();
+        d.set_item("stale_primaries", stale)?;
+        d.set_item("timeline", roles.timeline)?;
+        d.set_item(
+            "role_changes",
+            self.shared.role_changes.load(Ordering::Relaxed),
+        )?;
+        let targets = PyDict::new(py);
+        for (slot, n) in nodes.iter().enumerate() {
+            let t = roles.targets.get(slot).copied().unwrap_or(slot);
+            targets.set_item(&n.alias, nodes[t].alias.clone())?;
+        }
+        d.set_item("connects_to", targets)?;
+        Ok(d)
+    }
+}

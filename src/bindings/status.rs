@@ -1,0 +1,78 @@
+//! `Cluster.status()`: the core's per-node reports (`report`) as Python dicts.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::report::reports;
+
+use super::Cluster;
+
+impl Cluster {
+    /// See `status` (the Python method).
+    pub(super) fn status_impl<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        self.prober.ensure_started();
+        let view = self.prober.view();
+        let out = PyList::empty(py);
+        let roles = Arc::clone(&self.shared.snapshot.load().roles);
+        for (i, r) in reports(&self.shared, view.as_ref(), Instant::now())
+            .into_iter()
+            .enumerate()
+        {
+            let d = PyDict::new(py);
+            d.set_item("primary_now", roles.writer_node() == Some(i))?;
+            d.set_item(
+                "connected_as",
+                roles
+                    .slot_of(i)
+                    .map(|s| self.shared.config.nodes[s].alias.clone()),
+            )?;
+            d.set_item("alias", r.alias)?;
+            d.set_item("configured_role", r.configured_role)?;
+            d.set_item("weight", r.weight)?;
+            d.set_item("host", r.host)?;
+            d.set_item("port", r.port)?;
+            d.set_item("reads_routed", r.reads_routed)?;
+            let by_reason = PyDict::new(py);
+            for (name, v) in r.reads_by_reason {
+                by_reason.set_item(name, v)?;
+            }
+            d.set_item("reads_by_reason", by_reason)?;
+            let Some(p) = r.probed else {
+                d.set_item("state", "unknown")?;
+                out.append(d)?;
+                continue;
+            };
+            d.set_item("state", p.state)?;
+            d.set_item("stale", p.stale)?;
+            d.set_item("observed_role", p.observed_role)?;
+            d.set_item("role_mismatch", p.role_mismatch)?;
+            d.set_item("timeline", p.timeline)?;
+            d.set_item("lag_bytes", p.lag_bytes)?;
+            d.set_item("lag_seconds", p.lag_seconds)?;
+            d.set_item("replay_paused", p.replay_paused)?;
+            d.set_item("wal_receiver_status", p.wal_receiver_status)?;
+            d.set_item("current_lsn", p.current_lsn)?;
+            d.set_item("receive_lsn", p.receive_lsn)?;
+            d.set_item("replay_lsn", p.replay_lsn)?;
+            d.set_item("latency_ms", p.latency_ms)?;
+            d.set_item("consecutive_failures", p.consecutive_failures)?;
+            d.set_item("consecutive_successes", p.consecutive_successes)?;
+            d.set_item("probes", p.probes)?;
+            d.set_item("failed_probes", p.failed_probes)?;
+            d.set_item("passive_faults", p.passive_faults)?;
+            d.set_item("last_error", p.last_error)?;
+            d.set_item("error_class", p.error_class)?;
+            d.set_item("last_state_change", p.last_state_change)?;
+            d.set_item("last_probe", p.last_probe)?;
+            d.set_item("last_good_probe_age", p.last_good_probe_age)?;
+            d.set_item("prober_pid", p.prober_pid)?;
+            d.set_item("shared", p.shared)?;
+            d.set_item("snapshot_age", p.snapshot_age)?;
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,120 @@
+//! What a change of roles says in the log, once per change: a new primary (counted),
+//! a gap with no primary, two primaries (once they last the detection window, so a
+//! proxy's check window that shows a flip for a moment is not reported).
+
+use std::time::Instant;
+
+use crate::config::ClusterConfig;
+use crate::step::{fmt_opt, EngineState, Event, Severity};
+
+use super::{observe_roles, Writer};
+
+/// Re-derives the roles after a step; logs (once) a change of primary, a gap with no
+/// primary, and two primaries.
+pub(crate) fn update_roles(
+    cfg: &ClusterConfig,
+    st: &mut EngineState,
+    now: Instant,
+    events: &mut Vec<Event>,
+) {
+    let roles = observe_roles(cfg, &st.nodes, now);
+    let name = |i: usize| {
+        let n = &cfg.nodes[i];
+        format!("{}:{} (configured as {:?})", n.host, n.port, n.alias)
+    };
+    if roles.writer != st.roles.writer {
+        match (&roles.writer, st.last_writer) {
+            (Writer::Known(w), Some(last)) if *w != last => {
+                st.role_changes += 1;
+                events.push(Event::cluster(
+                    Severity::Warning,
+                    format!(
+                        "the primary is now {} on timeline {}, was {}: new connections of \
+                         {:?} go to it (role change {})",
+                        name(*w),
+                        fmt_opt(roles.timeline),
+                        name(last),
+                        cfg.nodes[0].alias,
+                        st.role_changes
+                    ),
+                ));
+            }
+            (Writer::Known(w), Some(_)) => events.push(Event::cluster(
+                Severity::Info,
+                format!("the primary {} takes writes again", name(*w)),
+            )),
+            (Writer::Known(_), None) => {}
+            (Writer::Unknown, Some(last)) => events.push(Event::cluster(
+                Severity::Warning,
+                format!(
+                    "no primary is known now (last: {}): new write connections wait for one",
+                    name(last)
+                ),
+            )),
+            _ => {}
+        }
+        if let Writer::Known(w) = roles.writer {
+            st.last_writer = Some(w);
+        }
+    }
+    st.roles = roles;
+    check_split_brain(cfg, st, now, events);
+}
+
+fn check_split_brain(
+    cfg: &ClusterConfig,
+    st: &mut EngineState,
+    now: Instant,
+    events: &mut Vec<Event>,
+) {
+    let mut claims: Vec<(usize, Option<u32>)> = Vec::new();
+    let mut servers: Vec<Option<u64>> = Vec::new();
+    for (i, n) in st.nodes.iter().enumerate() {
+        let Some(s) = n.sample.as_ref().filter(|s| !s.in_recovery) else {
+            continue;
+        };
+        if !n.health.state.is_live() {
+            continue;
+        }
+        // Two aliases that reach one server (through a proxy) are one claim.
+        if s.started_us.is_some() && servers.contains(&s.started_us) {
+            continue;
+        }
+        servers.push(s.started_us);
+        claims.push((i, s.timeline));
+    }
+    if claims.len() < 2 {
+        st.split_brain_reported = false;
+        st.split_since = None;
+        return;
+    }
+    let since = *st.split_since.get_or_insert(now);
+    if st.split_brain_reported || now.saturating_duration_since(since) < cfg.staleness_window() {
+        return;
+    }
+    st.split_brain_reported = true;
+    let newest = claims.iter().max_by_key(|(_, tl)| tl.unwrap_or(0));
+    let list: Vec<String> = claims
+        .iter()
+        .map(|(i, tl)| format!("{:?} (timeline {})", cfg.nodes[*i].alias, fmt_opt(*tl)))
+        .collect();
+    let newest = newest.map_or("unknown".into(), |(i, _)| {
+        format!("{:?}", cfg.nodes[*i].alias)
+    });
+    let writes = match &st.roles.writer {
+        Writer::Known(w) => format!(
+            "writes go to {}:{} (the newest)",
+            cfg.nodes[*w].host, cfg.nodes[*w].port
+        ),
+        Writer::Split(_) => "writes are refused (split brain)".into(),
+        Writer::Unknown => "no primary is known".into(),
+    };
+    events.push(Event::cluster(
+        Severity::Error,
+        format!(
+            "{} nodes claim to be primary: {}; the newest timeline is on {newest}: {writes}",
+            claims.len(),
+            list.join(", "),
+        ),
+    ));
+}
