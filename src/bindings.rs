@@ -234,15 +234,18 @@ impl Cluster {
     /// write): while none is known it re-probes every node and waits (GIL released)
     /// up to `wait` seconds, then raises `NoPrimary`; two primaries on the newest
     /// timeline raise `NoPrimary` at once, naming both. Other aliases never wait.
-    #[pyo3(signature = (alias, wait=0.0, avoid=None))]
+    /// `fallback`: instead of failing (no wait left), the last primary known (or the
+    /// configured one) unless it is `avoid`; two primaries still raise.
+    #[pyo3(signature = (alias, wait=0.0, avoid=None, fallback=false))]
     fn connect_target(
         &self,
         py: Python<'_>,
         alias: &str,
         wait: f64,
         avoid: Option<usize>,
+        fallback: bool,
     ) -> PyResult<(usize, String, u16)> {
-        self.connect_target_impl(py, alias, wait, avoid)
+        self.connect_target_impl(py, alias, wait, avoid, fallback)
     }
 
     /// Re-probes every node now (a write met a read-only node, or the primary failed).

@@ -73,6 +73,11 @@ impl Shared {
         self.roles_changed.notify_all();
     }
 
+    /// The last node known as primary (kept through a gap).
+    pub(crate) fn last_writer(&self) -> Option<usize> {
+        lock(&self.roles_seen).1
+    }
+
     /// Waits (at most `timeout`) for the published roles to change from `epoch`.
     pub(crate) fn wait_roles(&self, epoch: u64, timeout: Duration) {
         let guard = lock(&self.roles_seen);

@@ -275,11 +275,12 @@ class Cluster:
         taking reads. No I/O, no waiting on a lock. ``node``: the node the connection
         went to (default: where the alias connects now)."""
     def connect_target(
-        self, alias: str, wait: float = 0.0, avoid: int | None = None
+        self, alias: str, wait: float = 0.0, avoid: int | None = None, fallback: bool = False
     ) -> tuple[int, str, int]:
         """``(node, host, port)`` for a new connection of ``alias``: for the primary
         alias the primary now (never ``avoid``), waiting up to ``wait`` seconds (GIL
-        released) while none is known; raises ``NoPrimary``."""
+        released) while none is known; then, with ``fallback``, the last primary known
+        (not ``avoid``); raises ``NoPrimary`` (at once for two primaries)."""
     def reprobe(self) -> None:
         """Re-probe every node now."""
     @property

@@ -23,6 +23,7 @@ impl Cluster {
         alias: &str,
         wait: f64,
         avoid: Option<usize>,
+        fallback: bool,
     ) -> PyResult<(usize, String, u16)> {
         self.prober.ensure_started();
         let Some(slot) = self.index_of(alias) else {
@@ -58,6 +59,14 @@ impl Cluster {
                 _ => {}
             }
             let waited = started.elapsed();
+            if waited >= wait && fallback {
+                // The statement is not known yet (it may be a read): the last primary
+                // known, or the configured one; a write it rejects waits then.
+                let last = self.shared.last_writer().unwrap_or(0);
+                if Some(last) != avoid {
+                    return Ok(place(last));
+                }
+            }
             if waited >= wait {
                 let nodes: Vec<String> = (0..self.shared.config.nodes.len())
                     .map(|i| self.node_name(i))

@@ -55,7 +55,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
     #: The node the open connection went to, and the roles epoch it was checked at.
     _rr_node: int | None = None
     _rr_role_epoch = -1
-    #: The node the next connect goes to (set by ``get_connection_params``).
+    #: The node the next connect goes to (set by ``_rr_place``).
     _rr_next_node: int | None = None
     #: A node to keep the primary alias away from for the next connect (it rejected
     #: a write as read-only, or refused the connect).
@@ -64,6 +64,10 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
     _rr_pool_nodes: ClassVar[dict[str, int]] = {}
     #: Host and port for the pool being built now (``get_connection_params``).
     _rr_pool_place: tuple[Any, Any] | None = None
+    #: Set while ``_cursor`` connects: the statement is not known yet, so the connect
+    #: does not wait for a primary but goes to the last one known (a read fails over
+    #: if it is gone; a write it rejects runs on the new primary, waiting for one).
+    _rr_no_wait = False
 
     def _rr_member(self) -> bool:
         """Whether this alias is a node of the router's cluster."""
@@ -112,7 +116,12 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
         if not self._rr_member():
             return conn_params
         try:
-            node, host, port = roles.target(self.alias, avoid=self._rr_avoid)
+            node, host, port = roles.target(
+                self.alias,
+                wait=not self._rr_no_wait,
+                avoid=self._rr_avoid,
+                fallback=self._rr_no_wait,
+            )
         finally:
             self._rr_avoid = None  # spent on this connect, whatever came of it
         self._rr_next_node = node
@@ -185,15 +194,18 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
             self._rr_role_epoch = epoch
 
     def _cursor(self, name: str | None = None) -> Any:
+        self._rr_no_wait = True
         try:
             return super()._cursor(name)
         except DatabaseError as exc:
             if name is not None or not self._rr_member() or not self._rr_may_retry():
                 raise
-            if faults.node_fault(exc) is None:
+            if not isinstance(exc, roles.PrimaryUnavailable) and faults.node_fault(exc) is None:
                 raise
             # The statement is not known yet: a read can still go elsewhere.
             return FailedConnectCursor(self, exc)
+        finally:
+            self._rr_no_wait = False
 
     def make_cursor(self, cursor: Any) -> CursorWrapper:
         return RetryingCursorWrapper(cursor, self)
@@ -226,7 +238,7 @@ class _RetryMixin:
         if not isinstance(db, DatabaseWrapper) or not db._rr_member():
             raise exc
         if roles.is_read_only_rejection(exc) and db.alias == _runtime.get_settings().primary:
-            return self._rr_write_again(sql, params, exc)
+            return self._rr_write_again(sql, params, exc, db._rr_node)
         kind = faults.node_fault(exc)
         if kind is None:
             raise exc
@@ -243,9 +255,7 @@ class _RetryMixin:
                 pass
         return result
 
-    def _rr_write_again(
-        self, sql: str, params: Any, exc: DatabaseError, failed: int | None = None
-    ) -> Any:
+    def _rr_write_again(self, sql: str, params: Any, exc: DatabaseError, failed: int | None) -> Any:
         """The primary alias's node rejected a statement as read-only (it was
         demoted), or refused the connect: nothing ran. Outside ``atomic()`` it runs
         once on the primary now (the connect waits for one); inside, it fails as with
@@ -253,7 +263,7 @@ class _RetryMixin:
         db = self.db
         cluster = _runtime.cluster or _runtime.get_cluster()
         cluster.reprobe()
-        db._rr_avoid = db._rr_node if failed is None else failed
+        db._rr_avoid = failed
         if not db._rr_may_retry():
             raise exc
         db._rr_discard()
@@ -285,7 +295,12 @@ def _run_elsewhere(tried: list[str], sql: str, params: Any, exc: DatabaseError) 
         try:
             if isinstance(other, DatabaseWrapper):
                 other._rr_refresh()
-            other.ensure_connection()
+                other._rr_no_wait = True  # a read never waits for a primary
+            try:
+                other.ensure_connection()
+            finally:
+                if isinstance(other, DatabaseWrapper):
+                    other._rr_no_wait = False
             connected = True
             with other.wrap_database_errors:
                 inner = other.create_cursor()
@@ -335,7 +350,8 @@ class FailedConnectCursor(RetryingCursorWrapper):
         if not faults.is_read_only(sql):
             if self.db.alias != _runtime.get_settings().primary:
                 raise self._rr_error
-            # A write whose connect failed never ran: once, on the primary now.
+            # A write whose connect failed (or found no primary: None) never ran:
+            # once, on the primary now, waiting for one.
             failed = self.db._rr_next_node
             return self._rr_write_again(sql, params, self._rr_error, failed)
         return self._rr_retry_after_connect(sql, params)
