@@ -10,6 +10,8 @@ host it reached) or the error it raised.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from django.core.signals import request_finished, request_started
 from django.db import connections, router
 from router.models import ReplicationModel
+
+logger = logging.getLogger("tests.patroni")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Traffic:
         self.outcomes: list[Outcome] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._logged = 0
         self._threads = [
             threading.Thread(target=self._run, args=(kind, i), daemon=True, name=f"{kind}{i}")
             for kind, count in (("r", readers), ("w", writers))
@@ -73,11 +78,14 @@ class Traffic:
             while not self._stop.is_set():
                 seq += 1
                 name = f"{kind}{index}-{seq}"
-                request_started.send(sender=Traffic)
                 start = time.monotonic()
                 port: int | None = None
                 error: str | None = None
                 try:
+                    # Under a server an error here is the request's too (a 500): Django
+                    # sends request_started inside the handler, and its receivers may
+                    # touch the database (close_old_connections with CONN_MAX_AGE > 0).
+                    request_started.send(sender=Traffic)
                     if kind == "w":
                         ReplicationModel.objects.create(name=name, count=self.tag, average=1.0)
                         port = _port(router.db_for_write(ReplicationModel))
@@ -86,15 +94,21 @@ class Traffic:
                         alias = qs.db
                         list(qs.using(alias).order_by("-id")[:1])
                         port = _port(alias)
+                    request_finished.send(sender=Traffic)
                 except Exception as exc:  # recorded: the test decides what may fail
                     error = f"{type(exc).__name__}: {exc}"
+                    if self._logged < 5:  # where it came from, for the failure report
+                        self._logged += 1
+                        logger.warning("%s request failed", kind, exc_info=True)
+                    with contextlib.suppress(Exception):
+                        request_finished.send(sender=Traffic)
                 end = time.monotonic()
-                request_finished.send(sender=Traffic)
                 with self._lock:
                     self.outcomes.append(Outcome(start, end, kind, port, error, name))
                 time.sleep(0.005)
         finally:
-            connections.close_all()
+            with contextlib.suppress(Exception):
+                connections.close_all()
 
     # ------------------------------------------------------------ questions
 

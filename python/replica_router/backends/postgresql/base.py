@@ -171,6 +171,15 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
             and (self.connection is None or self.autocommit)
         )
 
+    def close_if_unusable_or_obsolete(self) -> None:
+        # Django calls this at request boundaries, and it asks for the autocommit
+        # through ensure_connection: a connection whose node changed role is closed
+        # here and not reopened at once (that connect would be outside any read
+        # retry, and to a node that may still be restarting). The request's first
+        # query connects where the alias goes now.
+        self._rr_refresh()
+        super().close_if_unusable_or_obsolete()
+
     def _rr_refresh(self) -> None:
         """Close a connection opened before its node last went down (broken, or
         about to be), or to a node whose role changed (the alias connects elsewhere
