@@ -237,6 +237,20 @@ def run_one(
     return res
 
 
+def resummarize(path: Path) -> int:
+    """Print the table of an earlier run from its records and logs (``--from-json``)."""
+    saved = json.loads(path.read_text())
+    results = []
+    for raw in saved["results"]:
+        res = Result(**{k: v for k, v in raw.items() if k in Result.__dataclass_fields__})
+        if not res.run_error:
+            summarize(res, Path(res.records), Path(res.log), 0.0)
+        results.append(res)
+    print(f"(from {path}; the run took {saved['elapsed_s'] / 60:.1f} min)\n")
+    print(table(results, {k: v[0] for k, v in SETUPS.items()}))
+    return 0
+
+
 def _names(raw: str, known: Any) -> list[str]:
     names = [n.strip() for n in raw.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
@@ -262,7 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="write the raw numbers here")
     parser.add_argument("--logs", type=Path, help="directory for records and gunicorn logs")
+    parser.add_argument(
+        "--from-json", type=Path, help="no run: summarize the records of an earlier --json again"
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        return resummarize(args.from_json)
     signal.signal(signal.SIGTERM, _terminate)
     logs: Path = args.logs or Path(tempfile.mkdtemp(prefix="rr-failover-", dir="/tmp"))
     logs.mkdir(parents=True, exist_ok=True)
