@@ -176,8 +176,11 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
         # through ensure_connection: a connection whose node changed role is closed
         # here and not reopened at once (that connect would be outside any read
         # retry, and to a node that may still be restarting). The request's first
-        # query connects where the alias goes now.
-        self._rr_refresh()
+        # query connects where the alias goes now. Only on a role change: the other
+        # reasons to refresh keep Django's own order.
+        cluster = _runtime.cluster
+        if cluster is not None and cluster.role_epoch != self._rr_role_epoch:
+            self._rr_refresh()
         super().close_if_unusable_or_obsolete()
 
     def _rr_refresh(self) -> None:
