@@ -14,7 +14,8 @@ WHEEL_SOURCES := Cargo.toml Cargo.lock pyproject.toml $(shell find src -name '*.
     $(shell find python -type f -not -path '*/__pycache__/*' -not -name '*.so')
 
 .PHONY: all demo test test-rust test-python test-fast test-server test-browser lint bench faults lag \
-        bench-shared soak wheel venv postgres clean dist test-dist test-matrix
+        bench-shared soak wheel venv postgres clean dist test-dist test-matrix \
+        patroni test-patroni failover
 
 all: test
 
@@ -116,6 +117,41 @@ postgres:
 	    exit 1
 	fi
 
+## patroni: the issue-14 bed's tools: etcd 3.4 and HAProxy (Debian `etcd-server`, `haproxy`,
+## installed as root when absent) and Patroni 4.1 in its own venv from the system Python
+## (PATRONI_VENV); tests/patronicluster.py runs them on loopback as user postgres
+PATRONI_VENV ?= .venv-patroni
+SYSTEM_PYTHON ?= $(shell [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3)
+
+$(PATRONI_VENV)/.installed:
+	$(SYSTEM_PYTHON) -m venv $(PATRONI_VENV)
+	$(PATRONI_VENV)/bin/pip install -q "patroni[etcd3,psycopg3]>=4.1,<4.2"
+	touch $@
+
+patroni: postgres $(PATRONI_VENV)/.installed
+	missing=""
+	command -v etcd >/dev/null || [ -x /usr/bin/etcd ] || missing="$$missing etcd-server"
+	command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"
+	if [ -z "$$missing" ]; then exit 0; fi
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing
+	else
+	    echo "Not found:$$missing. Install them (Debian/Ubuntu: sudo apt-get install$$missing)." >&2
+	    exit 1
+	fi
+
+## test-patroni: real-server tests on a 3-node Patroni + etcd cluster: switchover and
+## failover under reading and writing threads (tests/patroni)
+test-patroni: $(WHEEL_STAMP) patroni
+	PATRONI="$(abspath $(PATRONI_VENV))/bin/patroni" $(PY) -m pytest -p no:django tests/patroni $(PYTEST_ARGS)
+
+## failover: gunicorn + HTTP reads and writes through a Patroni switchover and failover;
+## this router (two alias styles), HAProxy with Patroni's checks, the tutorial's router
+## (FAILOVER_ARGS="--events switchover --setups ours-static --conn-max-age 0 --json out.json")
+FAILOVER_ARGS ?=
+failover: wheel patroni
+	PATRONI="$(abspath $(PATRONI_VENV))/bin/patroni" $(PY) benchmarks/failover.py $(FAILOVER_ARGS)
+
 ## dist: sdist + abi3 wheels tagged manylinux2014 (glibc 2.17) for DIST_TARGETS, built with
 ## zig (PyPI `ziglang`, no Docker), into DIST_DIR; `auditwheel show` prints each wheel's tag.
 ## DIST_DIR is not dist/, which `make wheel` empties.
@@ -162,4 +198,4 @@ test-matrix: wheel postgres
 	RR_WHEEL="$$(ls $(CURDIR)/dist/*.whl)" $(VENV)/bin/nox -f tests/noxfile.py --envdir $(CURDIR)/.nox
 
 clean:
-	rm -rf dist target $(VENV) $(DIST_DIR) .nox
+	rm -rf dist target $(VENV) $(DIST_DIR) .nox $(PATRONI_VENV)

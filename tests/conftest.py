@@ -28,9 +28,10 @@ from tests import support
 from tests.support import ROUTER_SETTINGS, UNRELATED_DB, LocalCluster
 
 FAST = support.ROOT / "tests" / "fast"
-#: Runs that need no session cluster: the fast tests, and the install tests (which
-#: start their own cluster for the venvs they build).
-NO_SESSION_CLUSTER = (FAST, support.ROOT / "tests" / "dist")
+#: Runs that need no session cluster: the fast tests, the install tests (which
+#: start their own cluster for the venvs they build) and the Patroni tests (which run
+#: on their own 3-node bed, ``tests/patroni/conftest.py``).
+NO_SESSION_CLUSTER = (FAST, support.ROOT / "tests" / "dist", support.ROOT / "tests" / "patroni")
 
 
 def wants_servers(config: pytest.Config) -> bool:

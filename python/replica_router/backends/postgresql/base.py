@@ -136,9 +136,9 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
         super().ensure_connection()
 
     def close_if_unusable_or_obsolete(self) -> None:
-        # Called at each request's start and end; its get_autocommit() connects. A
-        # connection to drop (node down, role changed) is closed and not reopened here:
-        # reopening the primary alias would wait for a primary in a read-only request.
+        # Request boundaries: get_autocommit() connects. A connection to drop (node down,
+        # role changed) is closed, not reopened here: that connect would be outside any
+        # read retry, to a node maybe restarting, and the primary alias's would wait.
         if self.connection is not None:
             self._rr_refresh()
         if self.connection is None:
