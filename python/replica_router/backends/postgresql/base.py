@@ -14,10 +14,9 @@ For an alias of the cluster (the primary and the replicas), and only for those:
 * **Interruptible connections.** Live connections are remembered (weakly) so that,
   when the prober declares a node down for timeouts (frozen, blackholed), queries
   waiting on it are interrupted and retried instead of hanging.
-* **Writes follow the primary.** The connect path (``get_connection_params``) is the
-  one place that decides which node an alias connects to: the primary alias goes to
-  the node that is primary now (waiting for one through a switchover, see
-  ``roles``). A connection to a node whose role changed is closed before it is
+* **Writes follow the primary.** The connect path (``_rr_place``) alone decides which
+  node an alias connects to: the primary alias goes to the node that is primary now
+  (waiting for one through a switchover, see ``roles``). A connection to a node whose role changed is closed before it is
   reused, outside transactions. A write is run again only where it surely never
   ran: a failed connect, or a statement rejected with 25006 (read-only) outside
   ``atomic()``; once, on the new primary.
