@@ -77,9 +77,7 @@ def test_address_snippet_is_a_urlconf() -> None:
 
 
 #: Pages that other branches of this release add; linked already from the index.
-PAGES_FROM_OTHER_BRANCHES = {
-    "docs/failover-benchmark.md",
-}
+PAGES_FROM_OTHER_BRANCHES: set[str] = set()
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
