@@ -112,6 +112,7 @@ impl Cluster {
 
     #[inline]
     fn route(&self, py: Python<'_>, node: usize, reason: Reason) -> Py<PyString> {
+        roles::note_pick(node);
         if let Some(counters) = self.shared.reads.get(node) {
             // Every caller holds the GIL (the module declares `gil_used`), so calls are
             // serialized: a plain load and store counts exactly.
@@ -157,12 +158,13 @@ impl Cluster {
         format!("{}:{} ({:?})", n.host, n.port, n.alias)
     }
 
+    /// The first node (slot) of a Django alias.
     fn index_of(&self, alias: &str) -> Option<usize> {
         self.shared
             .config
             .nodes
             .iter()
-            .position(|n| n.alias == alias)
+            .position(|n| n.database == alias)
     }
 }
 
@@ -180,7 +182,7 @@ impl Cluster {
         let aliases = config
             .nodes
             .iter()
-            .map(|n| PyString::intern(py, &n.alias).unbind())
+            .map(|n| PyString::intern(py, &n.database).unbind())
             .collect();
         let shared = Arc::new(Shared::new(config));
         Cluster {
@@ -214,11 +216,15 @@ impl Cluster {
     /// when nothing is left. Counted as reason `retried`.
     fn retry(&self, py: Python<'_>, tried: Vec<String>) -> PyResult<Option<Py<PyString>>> {
         self.prober.ensure_started();
-        let mask = tried
+        // Every node of a tried alias (all the hosts of a multi-host one).
+        let mask = self
+            .shared
+            .config
+            .nodes
             .iter()
-            .filter_map(|a| self.index_of(a))
-            .filter(|&i| i < 64)
-            .fold(0u64, |m, i| m | (1u64 << i));
+            .enumerate()
+            .filter(|(i, n)| *i < 64 && tried.contains(&n.database))
+            .fold(0u64, |m, (i, _)| m | (1u64 << i));
         let mut min_lsn = None;
         if let Some(state) = self.state(py)? {
             let state = state.get();

@@ -108,7 +108,10 @@ pub fn observe_roles(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) ->
     };
     let mut targets: Vec<usize> = (0..nodes.len()).collect();
     if let Writer::Known(w) = writer {
-        if w != 0 && w < targets.len() {
+        // A host of the primary alias itself (multi-host) needs no swap: the alias
+        // simply connects to it.
+        let same_alias = cfg.nodes.get(w).map(|n| &n.database) == cfg.nodes.first().map(|n| &n.database);
+        if w != 0 && w < targets.len() && !same_alias {
             targets.swap(0, w);
         }
     }

@@ -27,7 +27,7 @@ impl Cluster {
                 "connected_as",
                 roles
                     .slot_of(i)
-                    .map(|s| self.shared.config.nodes[s].alias.clone()),
+                    .map(|s| self.shared.config.nodes[s].database.clone()),
             )?;
             d.set_item("alias", r.alias)?;
             d.set_item("configured_role", r.configured_role)?;

@@ -17,7 +17,8 @@ For an alias of the cluster (the primary and the replicas), and only for those:
 * **Writes follow the primary.** The connect path (``get_connection_params``) is the
   one place that decides which node an alias connects to: the primary alias goes to
   the node that is primary now (waiting for one through a switchover, see
-  ``roles``). A connection to a node whose role changed is closed before it is
+  ``roles``); a multi-host alias (``HOST "h1,h2"``) connects to one of its hosts,
+  the one the core chose. A connection to a node whose role changed is closed before it is
   reused, outside transactions. A write is run again only where it surely never
   ran: a failed connect, or a statement rejected with 25006 (read-only) outside
   ``atomic()``; once, on the new primary.
@@ -88,6 +89,10 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
             params.setdefault("keepalives_idle", KEEPALIVES_IDLE)
             params.setdefault("keepalives_interval", KEEPALIVES_INTERVAL)
             params.setdefault("keepalives_count", KEEPALIVES_COUNT)
+            # The connect path decides the one host this connection goes to (see
+            # ``_rr_place``): libpq must not try other hosts, or reject the one chosen,
+            # behind the router's back.
+            params.pop("target_session_attrs", None)
             if self._rr_pool_place is not None:
                 params["host"], params["port"] = self._rr_pool_place
         return params
@@ -125,9 +130,11 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
         finally:
             self._rr_avoid = None  # spent on this connect, whatever came of it
         self._rr_next_node = node
-        if node == _runtime.get_settings().aliases.index(self.alias):
+        s = _runtime.get_settings()
+        if self.alias not in s.multi_host_aliases and node == s.node_aliases.index(self.alias):
             return conn_params
-        # Another node has this alias's role now (a switchover or failover).
+        # Another node has this alias's role now (a switchover or failover), or the
+        # alias lists several hosts (libpq's multi-host form): one host, the one chosen.
         return {**conn_params, "host": host, "port": port}
 
     def ensure_connection(self) -> None:
