@@ -108,10 +108,9 @@ pub fn observe_roles(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) ->
     };
     let mut targets: Vec<usize> = (0..nodes.len()).collect();
     if let Writer::Known(w) = writer {
-        // A host of the primary alias itself (multi-host) needs no swap: the alias
-        // simply connects to it.
-        let same_alias = cfg.nodes.get(w).map(|n| &n.database) == cfg.nodes.first().map(|n| &n.database);
-        if w != 0 && w < targets.len() && !same_alias {
+        // Also for another host of a multi-host primary alias: its slot then describes
+        // node 0 with weight 0 (no reads of its own), and slot 0 the primary.
+        if w != 0 && w < targets.len() {
             targets.swap(0, w);
         }
     }

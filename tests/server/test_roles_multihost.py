@@ -55,6 +55,20 @@ def on_multi_host(c: LocalCluster, **router: Any) -> Iterator[None]:
         yield
 
 
+def exposition() -> str:
+    """The router's metrics, as Prometheus scrapes them."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from replica_router import metrics
+
+    registry = CollectorRegistry()
+    metrics.register(registry)
+    try:
+        return generate_latest(registry).decode()
+    finally:
+        metrics.unregister(registry)
+
+
 def read_port() -> int:
     """The port of the server a plain read (``unit_of_work``) runs on."""
     with replica_router.unit_of_work():
@@ -87,6 +101,10 @@ def test_multi_host_aliases_pass_check_read_from_the_standby_write_to_the_primar
             node_name(c, "replica", "standby"),
         }
         assert names[primary]["primary_now"] and names[primary]["connected_as"] == "default"
+        # The primary reached through the replica alias is the same server: primary
+        # now too, so replica_status judges the cluster healthy (exit code 0).
+        assert names[node_name(c, "replica", "primary")]["primary_now"]
+        assert not names[standby]["primary_now"] and names[standby]["connected_as"] is None
         replica_standby = node_name(c, "replica", "standby")
         wait_until(
             lambda: any(
@@ -95,6 +113,11 @@ def test_multi_host_aliases_pass_check_read_from_the_standby_write_to_the_primar
             ),
             10,
         )
+        out = StringIO()
+        call_command("replica_status", stdout=out)  # exits non-zero if unhealthy
+        assert primary in out.getvalue() and replica_standby in out.getvalue()
+        text = exposition()
+        assert f'replica_router_node_primary_now{{alias="{primary}"}} 1.0' in text, text
         write("multi")
         assert rows_with(c, "primary", "multi") == 1
         assert server_port("default") == c.port("primary")
@@ -126,6 +149,9 @@ def test_multi_host_switchover_writes_follow_the_primary(
         connections["default"].close()
         assert server_port("default") == c.port("standby")
         assert roles()["primary_node"] == node_name(c, "default", "standby")
+        status = {n["alias"]: n for n in replica_router.status()}
+        new_primary = status[node_name(c, "default", "standby")]
+        assert new_primary["primary_now"] and new_primary["connected_as"] == "default"
 
         def old_primary_reads() -> bool:
             node = next(
