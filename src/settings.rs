@@ -256,7 +256,12 @@ fn integer(family: Family, name: &str, v: &Value, lo: i64, hi: i64) -> Result<i6
 /// The nodes of one alias: one, or one per host of a libpq multi-host alias (named
 /// `alias@host:port`). `weight` is each host's read weight; the primary alias's other
 /// hosts take no weighted reads of their own (the alias's reads go to its primary).
-fn node(alias: &str, role: Role, db: &Value, weight: f64) -> Result<Vec<NodeConfig>, SettingsError> {
+fn node(
+    alias: &str,
+    role: Role,
+    db: &Value,
+    weight: f64,
+) -> Result<Vec<NodeConfig>, SettingsError> {
     let field = |name: &str| db.get(name).and_then(Value::text);
     let options = db.get("OPTIONS");
     let option = |name: &str| options.and_then(|o| o.get(name)).and_then(Value::text);
@@ -294,7 +299,11 @@ fn node(alias: &str, role: Role, db: &Value, weight: f64) -> Result<Vec<NodeConf
             dbname: field("NAME").unwrap_or_else(|| DEFAULT_NAME.to_string()),
             user: field("USER").unwrap_or_default(),
             password: field("PASSWORD"),
-            weight: if role == Role::Primary && i > 0 { 0.0 } else { weight },
+            weight: if role == Role::Primary && i > 0 {
+                0.0
+            } else {
+                weight
+            },
             sslmode: sslmode.clone(),
             sslrootcert: option("sslrootcert"),
         })

@@ -106,7 +106,10 @@ pub fn addresses(alias: &str, db: &Value) -> Result<Vec<(String, u16)>, Settings
 /// `OPTIONS["target_session_attrs"]`: a libpq value that fits the alias's role (the
 /// primary alias takes writes; a replica alias takes reads).
 pub fn check_session_attrs(alias: &str, role: Role, db: &Value) -> Result<(), SettingsError> {
-    let Some(v) = db.get("OPTIONS").and_then(|o| o.get("target_session_attrs")) else {
+    let Some(v) = db
+        .get("OPTIONS")
+        .and_then(|o| o.get("target_session_attrs"))
+    else {
         return Ok(());
     };
     if *v == Value::None {
@@ -152,3 +155,7 @@ pub fn check_session_attrs(alias: &str, role: Role, db: &Value) -> Result<(), Se
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+#[path = "hosts_tests.rs"]
+mod tests;
