@@ -139,33 +139,6 @@ impl Cluster {
         self.shared.writes.fetch_add(1, Ordering::Relaxed);
         self.aliases[0].clone_ref(py)
     }
-
-    /// The node alias index `slot` connects to now.
-    fn target_of(&self, slot: usize) -> usize {
-        self.shared
-            .snapshot
-            .load()
-            .roles
-            .targets
-            .get(slot)
-            .copied()
-            .unwrap_or(slot)
-    }
-
-    /// A node for messages: its address and the alias it was configured for.
-    fn node_name(&self, i: usize) -> String {
-        let n = &self.shared.config.nodes[i];
-        format!("{}:{} ({:?})", n.host, n.port, n.alias)
-    }
-
-    /// The first node (slot) of a Django alias.
-    fn index_of(&self, alias: &str) -> Option<usize> {
-        self.shared
-            .config
-            .nodes
-            .iter()
-            .position(|n| n.database == alias)
-    }
 }
 
 #[pymethods]
@@ -216,15 +189,7 @@ impl Cluster {
     /// when nothing is left. Counted as reason `retried`.
     fn retry(&self, py: Python<'_>, tried: Vec<String>) -> PyResult<Option<Py<PyString>>> {
         self.prober.ensure_started();
-        // Every node of a tried alias (all the hosts of a multi-host one).
-        let mask = self
-            .shared
-            .config
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(i, n)| *i < 64 && tried.contains(&n.database))
-            .fold(0u64, |m, (i, _)| m | (1u64 << i));
+        let mask = self.alias_mask(&tried);
         let mut min_lsn = None;
         if let Some(state) = self.state(py)? {
             let state = state.get();

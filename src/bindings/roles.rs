@@ -30,6 +30,45 @@ pub(super) fn note_pick(slot: usize) {
 }
 
 impl Cluster {
+    /// The node alias index `slot` connects to now.
+    pub(super) fn target_of(&self, slot: usize) -> usize {
+        self.shared
+            .snapshot
+            .load()
+            .roles
+            .targets
+            .get(slot)
+            .copied()
+            .unwrap_or(slot)
+    }
+
+    /// A node for messages: its address and the alias it was configured for.
+    pub(super) fn node_name(&self, i: usize) -> String {
+        let n = &self.shared.config.nodes[i];
+        format!("{}:{} ({:?})", n.host, n.port, n.alias)
+    }
+
+    /// The first node (slot) of a Django alias.
+    pub(super) fn index_of(&self, alias: &str) -> Option<usize> {
+        self.shared
+            .config
+            .nodes
+            .iter()
+            .position(|n| n.database == alias)
+    }
+
+    /// Every node (a bit each) of the aliases in `tried`: all the hosts of a
+    /// multi-host one.
+    pub(super) fn alias_mask(&self, tried: &[String]) -> u64 {
+        self.shared
+            .config
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| *i < 64 && tried.contains(&n.database))
+            .fold(0u64, |m, (i, _)| m | (1u64 << i))
+    }
+
     /// See `connect_target` (the Python method).
     pub(super) fn connect_target_impl(
         &self,
