@@ -112,6 +112,7 @@ impl Cluster {
 
     #[inline]
     fn route(&self, py: Python<'_>, node: usize, reason: Reason) -> Py<PyString> {
+        roles::note_pick(node);
         if let Some(counters) = self.shared.reads.get(node) {
             // Every caller holds the GIL (the module declares `gil_used`), so calls are
             // serialized: a plain load and store counts exactly.
@@ -138,32 +139,6 @@ impl Cluster {
         self.shared.writes.fetch_add(1, Ordering::Relaxed);
         self.aliases[0].clone_ref(py)
     }
-
-    /// The node alias index `slot` connects to now.
-    fn target_of(&self, slot: usize) -> usize {
-        self.shared
-            .snapshot
-            .load()
-            .roles
-            .targets
-            .get(slot)
-            .copied()
-            .unwrap_or(slot)
-    }
-
-    /// A node for messages: its address and the alias it was configured for.
-    fn node_name(&self, i: usize) -> String {
-        let n = &self.shared.config.nodes[i];
-        format!("{}:{} ({:?})", n.host, n.port, n.alias)
-    }
-
-    fn index_of(&self, alias: &str) -> Option<usize> {
-        self.shared
-            .config
-            .nodes
-            .iter()
-            .position(|n| n.alias == alias)
-    }
 }
 
 #[pymethods]
@@ -180,7 +155,7 @@ impl Cluster {
         let aliases = config
             .nodes
             .iter()
-            .map(|n| PyString::intern(py, &n.alias).unbind())
+            .map(|n| PyString::intern(py, &n.database).unbind())
             .collect();
         let shared = Arc::new(Shared::new(config));
         Cluster {
@@ -214,11 +189,7 @@ impl Cluster {
     /// when nothing is left. Counted as reason `retried`.
     fn retry(&self, py: Python<'_>, tried: Vec<String>) -> PyResult<Option<Py<PyString>>> {
         self.prober.ensure_started();
-        let mask = tried
-            .iter()
-            .filter_map(|a| self.index_of(a))
-            .filter(|&i| i < 64)
-            .fold(0u64, |m, i| m | (1u64 << i));
+        let mask = self.alias_mask(&tried);
         let mut min_lsn = None;
         if let Some(state) = self.state(py)? {
             let state = state.get();

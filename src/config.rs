@@ -22,7 +22,14 @@ impl Role {
 /// How to reach one node, taken from its Django `DATABASES` entry.
 #[derive(Clone)]
 pub struct NodeConfig {
+    /// The node's name: its Django alias, or for a host of a libpq multi-host alias
+    /// `alias@host:port` (unique, stable; what status, metrics and logs show).
     pub alias: String,
+    /// The Django alias whose connections this node serves (`alias` unless the alias
+    /// lists several hosts).
+    pub database: String,
+    /// One host of a multi-host alias: its role is observed, never "configured".
+    pub multi_host: bool,
     pub role: Role,
     /// A host name, an IP address, or a directory holding the Unix socket.
     pub host: String,
@@ -42,6 +49,8 @@ impl fmt::Debug for NodeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NodeConfig")
             .field("alias", &self.alias)
+            .field("database", &self.database)
+            .field("multi_host", &self.multi_host)
             .field("role", &self.role)
             .field("host", &self.host)
             .field("port", &self.port)
@@ -92,6 +101,8 @@ pub(crate) mod tests {
     pub fn node(alias: &str, role: Role, weight: f64) -> NodeConfig {
         NodeConfig {
             alias: alias.into(),
+            database: alias.into(),
+            multi_host: false,
             role,
             host: "127.0.0.1".into(),
             port: 5432,

@@ -96,27 +96,56 @@ impl RouterSettings {
     /// The primary's alias.
     #[getter]
     fn primary(&self) -> &str {
-        &self.cluster().nodes[0].alias
+        &self.cluster().nodes[0].database
     }
 
     /// Replica alias -> read weight, in configured order (a new dict each time).
     #[getter]
     fn replicas<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
+        let primary = &self.cluster().nodes[0].database;
         for n in &self.cluster().nodes[1..] {
-            d.set_item(&n.alias, n.weight)?;
+            if &n.database != primary && !d.contains(&n.database)? {
+                d.set_item(&n.database, n.weight)?;
+            }
         }
         Ok(d)
     }
 
-    /// Every alias of the cluster, primary first.
+    /// Every alias of the cluster, primary first (each once, multi-host or not).
     #[getter]
     fn aliases<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, self.cluster().nodes.iter().map(|n| n.alias.as_str()))
+        let mut out: Vec<&str> = Vec::new();
+        for n in &self.cluster().nodes {
+            if !out.contains(&n.database.as_str()) {
+                out.push(&n.database);
+            }
+        }
+        PyTuple::new(py, out)
     }
 
-    /// Each node's connection settings as the prober uses them (primary first): alias,
-    /// role, host, port, name, user, sslmode, sslrootcert, weight, and whether a
+    /// Per node (primary alias's first node first), the alias it serves: an alias
+    /// appears once per host of a multi-host alias.
+    #[getter]
+    fn node_aliases<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.cluster().nodes.iter().map(|n| n.database.as_str()))
+    }
+
+    /// The aliases that list several hosts (libpq's multi-host form).
+    #[getter]
+    fn multi_host_aliases<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let mut out: Vec<&str> = Vec::new();
+        for n in self.cluster().nodes.iter().filter(|n| n.multi_host) {
+            if !out.contains(&n.database.as_str()) {
+                out.push(&n.database);
+            }
+        }
+        PyTuple::new(py, out)
+    }
+
+    /// Each node's connection settings as the prober uses them (primary first): alias
+    /// (the node's name: `alias@host:port` for a host of a multi-host alias),
+    /// database (the Django alias it serves), role, host, port, name, user, sslmode, sslrootcert, weight, and whether a
     /// password is set (never the password).
     #[getter]
     fn nodes<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
@@ -126,6 +155,7 @@ impl RouterSettings {
             .map(|n| {
                 let d = PyDict::new(py);
                 d.set_item("alias", &n.alias)?;
+                d.set_item("database", &n.database)?;
                 d.set_item("role", n.role.as_str())?;
                 d.set_item("host", &n.host)?;
                 d.set_item("port", n.port)?;

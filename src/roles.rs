@@ -108,6 +108,8 @@ pub fn observe_roles(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) ->
     };
     let mut targets: Vec<usize> = (0..nodes.len()).collect();
     if let Writer::Known(w) = writer {
+        // Also for another host of a multi-host primary alias: its slot then describes
+        // node 0 with weight 0 (no reads of its own), and slot 0 the primary.
         if w != 0 && w < targets.len() {
             targets.swap(0, w);
         }

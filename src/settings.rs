@@ -213,6 +213,7 @@ fn key(name: &str) -> String {
     format!("REPLICA_ROUTER[\"{name}\"]")
 }
 
+mod hosts;
 mod lag;
 mod rules;
 pub use rules::build;
@@ -252,26 +253,20 @@ fn integer(family: Family, name: &str, v: &Value, lo: i64, hi: i64) -> Result<i6
     }
 }
 
-fn node(alias: &str, role: Role, db: &Value, weight: f64) -> Result<NodeConfig, SettingsError> {
+/// The nodes of one alias: one, or one per host of a libpq multi-host alias (named
+/// `alias@host:port`). `weight` is each host's read weight; the primary alias's other
+/// hosts take no weighted reads of their own (the alias's reads go to its primary).
+fn node(
+    alias: &str,
+    role: Role,
+    db: &Value,
+    weight: f64,
+) -> Result<Vec<NodeConfig>, SettingsError> {
     let field = |name: &str| db.get(name).and_then(Value::text);
     let options = db.get("OPTIONS");
     let option = |name: &str| options.and_then(|o| o.get(name)).and_then(Value::text);
-    let port = match db.get("PORT").and_then(Value::text) {
-        None => DEFAULT_PORT,
-        Some(text) => match text.trim().parse::<u16>() {
-            Ok(p) if p > 0 => p,
-            _ => {
-                return fail(
-                    Family::Address,
-                    format!(
-                        "DATABASES[{alias:?}][\"PORT\"] must be a port number (1-65535), got {}",
-                        db.get("PORT").map_or("None".into(), Value::repr)
-                    ),
-                    "Give the node's TCP port, e.g. \"5432\".",
-                )
-            }
-        },
-    };
+    let hosts = hosts::addresses(alias, db)?;
+    hosts::check_session_attrs(alias, role, db)?;
     let sslmode = option("sslmode");
     if let Some(mode) = &sslmode {
         if !SSLMODES.contains(&mode.as_str()) {
@@ -286,16 +281,31 @@ fn node(alias: &str, role: Role, db: &Value, weight: f64) -> Result<NodeConfig, 
             );
         }
     }
-    Ok(NodeConfig {
-        alias: alias.to_string(),
-        role,
-        host: field("HOST").unwrap_or_else(|| DEFAULT_HOST.to_string()),
-        port,
-        dbname: field("NAME").unwrap_or_else(|| DEFAULT_NAME.to_string()),
-        user: field("USER").unwrap_or_default(),
-        password: field("PASSWORD"),
-        weight,
-        sslmode,
-        sslrootcert: option("sslrootcert"),
-    })
+    let multi_host = hosts.len() > 1;
+    Ok(hosts
+        .into_iter()
+        .enumerate()
+        .map(|(i, (host, port))| NodeConfig {
+            alias: if multi_host {
+                format!("{alias}@{host}:{port}")
+            } else {
+                alias.to_string()
+            },
+            database: alias.to_string(),
+            multi_host,
+            role,
+            host,
+            port,
+            dbname: field("NAME").unwrap_or_else(|| DEFAULT_NAME.to_string()),
+            user: field("USER").unwrap_or_default(),
+            password: field("PASSWORD"),
+            weight: if role == Role::Primary && i > 0 {
+                0.0
+            } else {
+                weight
+            },
+            sslmode: sslmode.clone(),
+            sslrootcert: option("sslrootcert"),
+        })
+        .collect())
 }

@@ -165,10 +165,12 @@ pub(crate) fn observe(
             });
             let primary_never_answered = st.nodes[0].health.state == State::Unknown;
             let n = &mut st.nodes[idx];
-            let mismatch = match node_cfg.role {
-                Role::Primary => sample.in_recovery,
-                Role::Replica => !sample.in_recovery,
-            };
+            // A host of a multi-host alias has no configured role to be out of.
+            let mismatch = !node_cfg.multi_host
+                && match node_cfg.role {
+                    Role::Primary => sample.in_recovery,
+                    Role::Replica => !sample.in_recovery,
+                };
             if mismatch != n.role_mismatch {
                 n.role_mismatch = mismatch;
                 let (level, message) = match (node_cfg.role, mismatch) {

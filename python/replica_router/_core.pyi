@@ -119,6 +119,7 @@ class NodeSettings(TypedDict):
     """One node's connection settings, as the prober uses them (no password)."""
 
     alias: str
+    database: str
     role: Role
     host: str
     port: int
@@ -176,7 +177,13 @@ class RouterSettings:
         """Replica alias -> read weight (a new dict each time)."""
     @property
     def aliases(self) -> tuple[str, ...]:
-        """Every alias of the cluster, primary first."""
+        """Every alias of the cluster, primary first (each once)."""
+    @property
+    def node_aliases(self) -> tuple[str, ...]:
+        """Per node, the alias it serves (once per host of a multi-host alias)."""
+    @property
+    def multi_host_aliases(self) -> tuple[str, ...]:
+        """The aliases that list several hosts (libpq's multi-host form)."""
     @property
     def nodes(self) -> list[NodeSettings]:
         """Each node's connection settings, primary first (never the password)."""

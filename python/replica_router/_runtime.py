@@ -85,7 +85,7 @@ def get_cluster() -> _core.Cluster:
         c = _core.Cluster(
             s,
             state_getter=context.current,
-            thread_connections=_thread_connections_for(s.aliases),
+            thread_connections=_thread_connections_for(s.node_aliases),
         )
         context.pin_seconds = s.pin_seconds
         c.start()

@@ -17,7 +17,8 @@ Found by talking to the nodes:
 - E004: the replica taken by default (``REPLICAS`` unset) is not a standby.
 - W001: the router is not in ``DATABASE_ROUTERS``.
 - W002: a node is down; ``--database``.
-- W003: a configured replica answers as a primary (promoted, or not a standby).
+- W003: a configured replica answers as a primary (promoted, or not a standby); never
+  for a host of a multi-host alias (its role is observed, not configured).
 - W004: a cluster alias does not use the router's database backend.
 - W005: a router listed after this one in ``DATABASE_ROUTERS`` (never consulted for
   the cluster's models, which this router always answers for).
@@ -242,8 +243,11 @@ def check_roles(
     # After a switchover the configured primary is a standby and a replica is the
     # primary: writes follow it (docs/roles.md), nothing to report.
     switched = nodes[0].get("observed_role") == "replica"
-    for n in nodes[1:]:
-        if n.get("observed_role") != PRIMARY or switched:
+    # A multi-host alias lists the cluster's servers, whatever their roles now: one
+    # of its hosts being the primary is what libpq's form is for.
+    multi = set(s.multi_host_aliases)
+    for n, configured in zip(nodes[1:], s.nodes[1:], strict=True):
+        if n.get("observed_role") != PRIMARY or switched or configured["database"] in multi:
             continue
         where = f"DATABASES[{n['alias']!r}] ({n['host']}:{n['port']})"
         if s.replicas_implicit:

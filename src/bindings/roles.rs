@@ -1,6 +1,7 @@
 //! `Cluster`'s side of roles that change: where a new connection goes (waiting for a
 //! primary through a switchover), and the observed roles for Python.
 
+use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::rng::uniform;
 use crate::roles::Writer;
 
 use super::{Cluster, NoPrimary};
@@ -15,7 +17,58 @@ use super::{Cluster, NoPrimary};
 /// How often a connection waiting for a primary re-probes every node.
 const GAP_PULSE: Duration = Duration::from_millis(50);
 
+thread_local! {
+    /// The node (slot) this thread's last read was routed to: a multi-host replica
+    /// alias connects there, so the pick's health, lag and weights decide the host.
+    static LAST_PICK: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Notes where this thread's read or write was just routed.
+#[inline]
+pub(super) fn note_pick(slot: usize) {
+    LAST_PICK.set(Some(slot));
+}
+
 impl Cluster {
+    /// The node alias index `slot` connects to now.
+    pub(super) fn target_of(&self, slot: usize) -> usize {
+        self.shared
+            .snapshot
+            .load()
+            .roles
+            .targets
+            .get(slot)
+            .copied()
+            .unwrap_or(slot)
+    }
+
+    /// A node for messages: its address and the alias it was configured for.
+    pub(super) fn node_name(&self, i: usize) -> String {
+        let n = &self.shared.config.nodes[i];
+        format!("{}:{} ({:?})", n.host, n.port, n.alias)
+    }
+
+    /// The first node (slot) of a Django alias.
+    pub(super) fn index_of(&self, alias: &str) -> Option<usize> {
+        self.shared
+            .config
+            .nodes
+            .iter()
+            .position(|n| n.database == alias)
+    }
+
+    /// Every node (a bit each) of the aliases in `tried`: all the hosts of a
+    /// multi-host one.
+    pub(super) fn alias_mask(&self, tried: &[String]) -> u64 {
+        self.shared
+            .config
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| *i < 64 && tried.contains(&n.database))
+            .fold(0u64, |m, (i, _)| m | (1u64 << i))
+    }
+
     /// See `connect_target` (the Python method).
     pub(super) fn connect_target_impl(
         &self,
@@ -34,7 +87,7 @@ impl Cluster {
             (i, n.host.clone(), n.port)
         };
         if slot != 0 {
-            return Ok(place(self.target_of(slot)));
+            return Ok(place(self.target_of(self.read_slot(alias, slot))));
         }
         let wait = Duration::from_secs_f64(if wait.is_finite() {
             wait.clamp(0.0, 3600.0)
@@ -82,6 +135,31 @@ impl Cluster {
             self.prober.reprobe();
             py.detach(|| self.shared.wait_roles(epoch, slice));
         }
+    }
+
+    /// The slot a new connection of read alias `alias` (first slot `first`) takes:
+    /// for a multi-host alias, the host this thread's last read was routed to while it
+    /// takes reads, else a weighted pick among the alias's hosts by the usual health,
+    /// lag and weights, else its first host.
+    fn read_slot(&self, alias: &str, first: usize) -> usize {
+        let nodes = &self.shared.config.nodes;
+        if !nodes[first].multi_host {
+            return first;
+        }
+        let snapshot = self.shared.snapshot.load();
+        let own = |i: usize| nodes.get(i).is_some_and(|n| n.database == alias);
+        if let Some(last) = LAST_PICK.get() {
+            if own(last) && snapshot.is_eligible_now(last) {
+                return last;
+            }
+        }
+        let others = (0..nodes.len().min(64))
+            .filter(|&i| !own(i))
+            .fold(0u64, |m, i| m | (1u64 << i));
+        snapshot
+            .pick_retry(Instant::now(), uniform(), others, None)
+            .filter(|&i| own(i))
+            .unwrap_or(first)
     }
 
     /// See `roles` (the Python method).

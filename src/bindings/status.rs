@@ -22,13 +22,8 @@ impl Cluster {
             .enumerate()
         {
             let d = PyDict::new(py);
-            d.set_item("primary_now", roles.writer_node() == Some(i))?;
-            d.set_item(
-                "connected_as",
-                roles
-                    .slot_of(i)
-                    .map(|s| self.shared.config.nodes[s].alias.clone()),
-            )?;
+            d.set_item("primary_now", self.is_primary_now(&roles, i))?;
+            d.set_item("connected_as", self.connected_as(&roles, i))?;
             d.set_item("alias", r.alias)?;
             d.set_item("configured_role", r.configured_role)?;
             d.set_item("weight", r.weight)?;
@@ -75,5 +70,32 @@ impl Cluster {
             out.append(d)?;
         }
         Ok(out)
+    }
+}
+
+impl Cluster {
+    /// Whether node `i` is the primary now: the writer, or the same server reached
+    /// through another alias (a multi-host replica alias lists the primary too).
+    fn is_primary_now(&self, roles: &crate::roles::Roles, i: usize) -> bool {
+        let nodes = &self.shared.config.nodes;
+        roles.writer_node().is_some_and(|w| {
+            w == i
+                || nodes.get(w).zip(nodes.get(i)).is_some_and(|(a, b)| {
+                    a.host == b.host && a.port == b.port && a.dbname == b.dbname
+                })
+        })
+    }
+
+    /// The alias whose new connections go to node `i` now, if any: the alias of the
+    /// slot that describes it, except a spare host of a multi-host primary alias (its
+    /// connections go to the primary only).
+    fn connected_as(&self, roles: &crate::roles::Roles, i: usize) -> Option<String> {
+        let nodes = &self.shared.config.nodes;
+        let slot = roles.slot_of(i)?;
+        let n = nodes.get(slot)?;
+        if slot != 0 && n.database == nodes[0].database {
+            return None;
+        }
+        Some(n.database.clone())
     }
 }

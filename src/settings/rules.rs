@@ -228,14 +228,18 @@ pub fn build(
             .or_else(|| databases.get(alias))
             .unwrap_or(&Value::None)
     };
-    let mut nodes = vec![node(
-        &primary,
-        Role::Primary,
-        entry(&primary),
-        primary_weight,
-    )?];
+    let mut nodes = node(&primary, Role::Primary, entry(&primary), primary_weight)?;
     for (alias, w) in &replicas {
-        nodes.push(node(alias, Role::Replica, entry(alias), *w)?);
+        nodes.extend(node(alias, Role::Replica, entry(alias), *w)?);
+    }
+    if nodes.len() > MAX_NODES {
+        // Each host of a multi-host alias is a node; node sets are 64-bit masks.
+        let msg = format!(
+            "the cluster has {} nodes (each host of a multi-host alias counts); at most \
+             {MAX_NODES} are supported",
+            nodes.len()
+        );
+        return fail(Family::Alias, msg, HINT);
     }
     let cluster = ClusterConfig {
         nodes,

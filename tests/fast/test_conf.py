@@ -41,6 +41,14 @@ def read_route() -> str | None:
     return router.db_for_read(ReplicationModel)
 
 
+#: A libpq multi-host alias of three hosts (nothing needs to listen: settings only).
+MULTI: dict[str, Any] = {
+    "ENGINE": "replica_router.backends.postgresql",
+    "HOST": "127.0.0.1,127.0.0.1,127.0.0.1",
+    "PORT": "5433,5434,5435",
+}
+
+
 #: (id, REPLICA_ROUTER changes, extra DATABASES aliases, key named, value named,
 #: the system check id of its family).
 BAD: list[tuple[str, dict[str, Any], dict[str, dict[str, Any]], str, str, str]] = [
@@ -100,6 +108,49 @@ BAD: list[tuple[str, dict[str, Any], dict[str, dict[str, Any]], str, str, str]] 
         "'fivefour'",
         "E010",
     ),
+    (
+        "multi-host-port-count",
+        {},
+        {"replica": {**MULTI, "PORT": "5433,5434"}},
+        "PORT",
+        "'5433,5434'",
+        "E010",
+    ),
+    (
+        "multi-host-port-not-a-number",
+        {},
+        {"replica": {**MULTI, "PORT": "5433,x,5435"}},
+        "PORT",
+        "'5433,x,5435'",
+        "E010",
+    ),
+    ("one-host-two-ports", {}, {"replica": {**MULTI, "HOST": "127.0.0.1", "PORT": "5433,5434"}}, "PORT", "'5433,5434'", "E010"),
+    ("multi-host-empty-host", {}, {"replica": {**MULTI, "HOST": "127.0.0.1,,127.0.0.1"}}, "HOST", "'127.0.0.1,,127.0.0.1'", "E010"),
+    (
+        "session-attrs-unknown",
+        {},
+        {"replica": {**MULTI, "OPTIONS": {"target_session_attrs": "writable"}}},
+        "target_session_attrs",
+        "'writable'",
+        "E010",
+    ),
+    (
+        "session-attrs-write-on-replica",
+        {},
+        {"replica": {**MULTI, "OPTIONS": {"target_session_attrs": "read-write"}}},
+        "target_session_attrs",
+        "'read-write'",
+        "E010",
+    ),
+    (
+        "session-attrs-standby-on-primary",
+        {},
+        {"default": {**MULTI, "OPTIONS": {"target_session_attrs": "prefer-standby"}}},
+        "target_session_attrs",
+        "'prefer-standby'",
+        "E010",
+    ),
+    ("multi-host-same-host-twice", {}, {"replica": {**MULTI, "PORT": "5433"}}, "HOST", "127.0.0.1:5433", "E010"),
     ("fall-5000", {"FALL": 5000}, {}, "FALL", "5000", "E007"),
     ("interval-a-million", {"PROBE_INTERVAL": 1e6}, {}, "PROBE_INTERVAL", "1000000.0", "E007"),
     ("test-mirror-string", {"TEST_MIRROR": "yes"}, {}, "TEST_MIRROR", "'yes'", "E011"),
@@ -266,6 +317,7 @@ def test_nodes_are_built_from_databases() -> None:
     assert primary["weight"] == 2.0
     assert replica == {
         "alias": "replica",
+        "database": "replica",
         "role": "replica",
         "host": "/var/run/postgresql",
         "port": 5432,
@@ -302,3 +354,37 @@ def test_settings_are_reread_after_override() -> None:
     with router_settings(PIN_SECONDS=0.25):
         assert _runtime.get_settings().pin_seconds == 0.25
     assert _runtime.get_settings().pin_seconds == 5.0
+
+
+def test_multi_host_aliases_are_a_node_per_host() -> None:
+    """Proves: libpq's multi-host form (``HOST "h1,h2,h3"``, one ``PORT`` per host or
+    one for all, ``target_session_attrs``) is accepted by the settings and by
+    ``manage.py check``: each host is a node named ``alias@host:port``, serving its
+    alias; the primary alias's other hosts take no weighted reads of their own."""
+    dbs = with_aliases(
+        default={**MULTI, "OPTIONS": {"target_session_attrs": "read-write"}},
+        replica={
+            **MULTI,
+            "HOST": "localhost,127.0.0.1",
+            "PORT": 5433,
+            "OPTIONS": {"target_session_attrs": "prefer-standby"},
+        },
+    )
+    with databases_override(dbs), router_settings(REPLICAS={"replica": {"WEIGHT": 2}}):
+        s = conf.load()
+        errors = [m for m in checks.run_checks() if m.id and m.id.startswith("replica_router.E")]
+        assert errors == []
+        call_command("check", stdout=StringIO(), stderr=StringIO())
+    assert s.primary == "default" and s.aliases == ("default", "replica")
+    assert s.replicas == {"replica": 2.0}
+    assert s.multi_host_aliases == ("default", "replica")
+    assert s.node_aliases == ("default",) * 3 + ("replica",) * 2
+    assert [n["alias"] for n in s.nodes] == [
+        "default@127.0.0.1:5433",
+        "default@127.0.0.1:5434",
+        "default@127.0.0.1:5435",
+        "replica@localhost:5433",
+        "replica@127.0.0.1:5433",
+    ]
+    assert [n["weight"] for n in s.nodes] == [1.0, 0.0, 0.0, 2.0, 2.0]
+    assert {n["database"] for n in s.nodes} == {"default", "replica"}

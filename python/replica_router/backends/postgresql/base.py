@@ -1,28 +1,17 @@
 """Django's PostgreSQL backend, plus what the router needs to see on the request path.
 
-For an alias of the cluster (the primary and the replicas), and only for those:
+For the cluster's aliases only (docs/backend.md and docs/roles.md tell the whole story):
+bounded connections (connect bound, keepalives); passive health (a node fault seen by
+a query is reported to the core at once); safe read retry (a read-only statement that
+failed that way, outside transactions and before any row, runs on another node);
+interruptible connections (queries waiting on a node declared down for timeouts are
+interrupted and retried); writes follow the primary (``_rr_place`` alone decides which
+host a connection opens: the primary now for the primary alias, waiting through a
+gap; the core's host for a multi-host alias; a write runs again only where it surely
+never ran: a failed connect or a 25006 rejection outside ``atomic()``, once).
 
-* **Bounded connections.** A connect bound (``connect_timeout``, derived from
-  ``PROBE_TIMEOUT`` unless the alias sets its own) and TCP keepalives.
-* **Passive health.** A connection or query that fails because the node failed
-  (refused, reset, lost, timed out, admin shutdown, too many connections; never an
-  application error) is reported to the core at once: the node leaves reads.
-* **Safe read retry.** A read-only statement that failed that way, outside any
-  transaction and before any row reached the caller, runs again on another node
-  (the core picks it, by the same rules as a read; never a node tried already).
-  Writes and anything inside ``atomic()`` fail exactly as with Django's backend.
-* **Interruptible connections.** Live connections are remembered (weakly) so that,
-  when the prober declares a node down for timeouts (frozen, blackholed), queries
-  waiting on it are interrupted and retried instead of hanging.
-* **Writes follow the primary.** The connect path (``_rr_place``) alone decides which
-  node an alias connects to: the primary alias goes to the node that is primary now
-  (waiting for one through a switchover, see ``roles``). A connection to a node whose role changed is closed before it is
-  reused, outside transactions. A write is run again only where it surely never
-  ran: a failed connect, or a statement rejected with 25006 (read-only) outside
-  ``atomic()``; once, on the new primary.
-
-Works with psycopg 3 and psycopg2, persistent connections (``CONN_MAX_AGE``),
-``CONN_HEALTH_CHECKS`` and Django's connection pool (``OPTIONS["pool"]``).
+Works with psycopg 3 and psycopg2, ``CONN_MAX_AGE``, ``CONN_HEALTH_CHECKS`` and
+Django's connection pool (``OPTIONS["pool"]``).
 """
 
 from __future__ import annotations
@@ -87,6 +76,10 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
             params.setdefault("keepalives_idle", KEEPALIVES_IDLE)
             params.setdefault("keepalives_interval", KEEPALIVES_INTERVAL)
             params.setdefault("keepalives_count", KEEPALIVES_COUNT)
+            # The connect path decides the one host this connection goes to (see
+            # ``_rr_place``): libpq must not try other hosts, or reject the one chosen,
+            # behind the router's back.
+            params.pop("target_session_attrs", None)
             if self._rr_pool_place is not None:
                 params["host"], params["port"] = self._rr_pool_place
         return params
@@ -124,9 +117,11 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
         finally:
             self._rr_avoid = None  # spent on this connect, whatever came of it
         self._rr_next_node = node
-        if node == _runtime.get_settings().aliases.index(self.alias):
+        s = _runtime.get_settings()
+        if self.alias not in s.multi_host_aliases and node == s.node_aliases.index(self.alias):
             return conn_params
-        # Another node has this alias's role now (a switchover or failover).
+        # Another node has this alias's role now (a switchover or failover), or the
+        # alias lists several hosts (libpq's multi-host form): one host, the one chosen.
         return {**conn_params, "host": host, "port": port}
 
     def ensure_connection(self) -> None:

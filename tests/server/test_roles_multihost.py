@@ -1,0 +1,191 @@
+"""libpq multi-host aliases (DESIGN.md, "Settings" and "Roles that change"): each
+host is a node; ``target_session_attrs`` says which role the alias wants.
+
+Both aliases list both servers of a private cluster, as a user following a primary
+with libpq would: ``default`` with ``read-write``, ``replica`` with
+``prefer-standby``. Reads go to the standby, writes to the primary, and writes
+follow the primary through a switchover and a failover (``tests/pgroles.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from io import StringIO
+from typing import Any
+
+from django.core import checks
+from django.core.management import call_command
+from django.db import connections
+from router.models import ReplicationModel
+
+import replica_router
+from replica_router.roles import roles
+from tests.pgroles import failover, switchover
+from tests.server.load import Load
+from tests.server.test_roles import rows_with, server_port, using_databases, write
+from tests.support import BACKEND, LocalCluster, wait_until
+
+
+def multi_host_databases(c: LocalCluster) -> dict[str, dict[str, Any]]:
+    """``default`` and ``replica`` both on every server of ``c`` (libpq's form)."""
+    hosts = ",".join([c.dsn("primary")["HOST"], c.dsn("standby")["HOST"]])
+    ports = f"{c.port('primary')},{c.port('standby')}"
+    base = {**c.dsn("primary"), "ENGINE": BACKEND, "HOST": hosts, "PORT": ports}
+    return {
+        "default": {**base, "OPTIONS": {"target_session_attrs": "read-write"}},
+        "replica": {**base, "OPTIONS": {"target_session_attrs": "prefer-standby"}},
+    }
+
+
+def node_name(c: LocalCluster, alias: str, node: str) -> str:
+    return f"{alias}@{c.dsn(node)['HOST']}:{c.port(node)}"
+
+
+@contextmanager
+def on_multi_host(c: LocalCluster, **router: Any) -> Iterator[None]:
+    """Django on ``c`` through multi-host aliases, the model's table created; the
+    primary takes no weighted reads, so that a plain read goes through ``replica``."""
+    with using_databases(multi_host_databases(c), **{"PRIMARY_READ_WEIGHT": 0, **router}):
+        wait_until(lambda: roles()["primary_node"] == node_name(c, "default", "primary"), 10)
+        with connections["default"].schema_editor() as editor:
+            editor.create_model(ReplicationModel)
+        c.wait_replayed()
+        yield
+
+
+def exposition() -> str:
+    """The router's metrics, as Prometheus scrapes them."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from replica_router import metrics
+
+    registry = CollectorRegistry()
+    metrics.register(registry)
+    try:
+        return generate_latest(registry).decode()
+    finally:
+        metrics.unregister(registry)
+
+
+def read_port() -> int:
+    """The port of the server a plain read (``unit_of_work``) runs on."""
+    with replica_router.unit_of_work():
+        alias = ReplicationModel.objects.all().db
+        return server_port(alias)
+
+
+def test_multi_host_aliases_pass_check_read_from_the_standby_write_to_the_primary(
+    make_cluster: Callable[[], LocalCluster], router_reset: None
+) -> None:
+    """``manage.py check`` accepts the aliases; each host is a node named
+    ``alias@host:port`` in ``status()``; reads run on the standby (through
+    ``replica``), writes on the primary (through ``default``), each connection on one
+    host that the router chose."""
+    c = make_cluster()
+    with on_multi_host(c):
+        # Not E004/W003 either: a host of the replica alias being the primary is
+        # what the multi-host form is for.
+        ours = [m for m in checks.run_checks() if m.id and m.id.startswith("replica_router.")]
+        assert ours == []
+        params = connections["replica"].get_connection_params()
+        assert "target_session_attrs" not in params  # the router picks the one host
+        call_command("check", stdout=StringIO(), stderr=StringIO())
+        names = {n["alias"]: n for n in replica_router.status()}
+        primary, standby = (node_name(c, "default", n) for n in ("primary", "standby"))
+        assert set(names) == {
+            primary,
+            standby,
+            node_name(c, "replica", "primary"),
+            node_name(c, "replica", "standby"),
+        }
+        assert names[primary]["primary_now"] and names[primary]["connected_as"] == "default"
+        # The primary reached through the replica alias is the same server: primary
+        # now too, so replica_status judges the cluster healthy (exit code 0).
+        assert names[node_name(c, "replica", "primary")]["primary_now"]
+        assert not names[standby]["primary_now"] and names[standby]["connected_as"] is None
+        replica_standby = node_name(c, "replica", "standby")
+        wait_until(
+            lambda: any(
+                n["alias"] == replica_standby and n["state"] == "up"
+                for n in replica_router.status()
+            ),
+            10,
+        )
+        out = StringIO()
+        call_command("replica_status", stdout=out)  # exits non-zero if unhealthy
+        assert primary in out.getvalue() and replica_standby in out.getvalue()
+        text = exposition()
+        assert f'replica_router_node_primary_now{{alias="{primary}"}} 1.0' in text, text
+        write("multi")
+        assert rows_with(c, "primary", "multi") == 1
+        assert server_port("default") == c.port("primary")
+        for _ in range(5):
+            connections["replica"].close()
+            assert read_port() == c.port("standby")
+
+
+def test_multi_host_switchover_writes_follow_the_primary(
+    make_cluster: Callable[[], LocalCluster], router_reset: None, record: Any
+) -> None:
+    """A switchover under reading and writing threads, with multi-host aliases: no
+    read fails, writes resume on the new primary (every acknowledged row there,
+    once), and reads go to the demoted primary once it streams."""
+    c = make_cluster()
+    with on_multi_host(c):
+        with Load(writers=2, readers=2) as load:
+            time.sleep(0.5)
+            event = time.monotonic()
+            switchover(c)
+            rejoined = time.monotonic()
+            load.wait_writes_after(rejoined, 10)
+        record("multi_host_switchover_failed_writes", len(load.failed_writes))
+        record("multi_host_switchover_write_outage_s", round(load.outage_after(event), 3))
+        assert load.failed_reads == [], load.failed_reads[:3]
+        assert load.acked, "no write succeeded"
+        missing = [v for v in load.acked if rows_with(c, "standby", v) != 1]
+        assert missing == [], missing[:5]
+        connections["default"].close()
+        assert server_port("default") == c.port("standby")
+        assert roles()["primary_node"] == node_name(c, "default", "standby")
+        status = {n["alias"]: n for n in replica_router.status()}
+        new_primary = status[node_name(c, "default", "standby")]
+        assert new_primary["primary_now"] and new_primary["connected_as"] == "default"
+
+        def old_primary_reads() -> bool:
+            node = next(
+                n
+                for n in replica_router.status()
+                if n["alias"] == node_name(c, "replica", "primary")
+            )
+            return bool(node["state"] == "up" and node["observed_role"] == "replica")
+
+        wait_until(old_primary_reads, 10)
+        ports = set()
+        for _ in range(10):
+            connections["replica"].close()
+            ports.add(read_port())
+        assert ports == {c.port("primary")}
+
+
+def test_multi_host_failover_writes_resume_on_the_promoted_standby(
+    make_cluster: Callable[[], LocalCluster], router_reset: None, record: Any
+) -> None:
+    """The primary crashes and the standby is promoted, with multi-host aliases: no
+    read fails and writes resume on the new primary."""
+    c = make_cluster()
+    with on_multi_host(c):
+        with Load(writers=2, readers=2) as load:
+            time.sleep(0.5)
+            event = time.monotonic()
+            failover(c)
+            promoted = time.monotonic()
+            load.wait_writes_after(promoted, 10)
+        record("multi_host_failover_failed_writes", len(load.failed_writes))
+        record("multi_host_failover_write_outage_s", round(load.outage_after(event), 3))
+        assert load.failed_reads == [], load.failed_reads[:3]
+        late = [v for t, v in load.acked_at if t > promoted]
+        assert late and all(rows_with(c, "standby", v) == 1 for v in late[-5:])
+        connections["default"].close()
+        assert server_port("default") == c.port("standby")
