@@ -133,8 +133,9 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
         # Request boundaries: get_autocommit() connects. A connection to drop (node down,
         # role changed) is closed, not reopened here: that connect would be outside any
         # read retry, to a node maybe restarting, and the primary alias's would wait.
-        if self.connection is not None:
-            self._rr_refresh()
+        cluster = _runtime.cluster
+        if cluster is not None and cluster.role_epoch != self._rr_role_epoch:
+            self._rr_refresh()  # only on a role change: else Django's own order
         if self.connection is None:
             return
         self._rr_no_wait = True
