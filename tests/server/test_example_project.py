@@ -122,8 +122,30 @@ def test_manage_py_test_router(clean_test_databases: LocalCluster, record: Recor
 CONFTEST = '''
 """pytest-django project using the DJReplica settings."""
 
+import time
+
 import pytest
 from django.conf import settings
+from django.db import connections
+
+
+@pytest.fixture(scope="session", autouse=True)
+def standby_has_the_test_database(django_db_setup, django_db_blocker):
+    """The primary's CREATE DATABASE reaches the hot standby by replication: wait
+    (bounded) until the standby has it, with the driver alone, before any test opens
+    the replica alias (a miss would be the environment's, not the mirror's)."""
+    conn = connections["replica"]
+    params = conn.get_connection_params()
+    deadline = time.monotonic() + 30
+    with django_db_blocker.unblock():
+        while True:
+            try:
+                conn.Database.connect(**params).close()
+                return
+            except conn.Database.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
 
 @pytest.fixture
