@@ -131,21 +131,32 @@ from django.db import connections
 
 @pytest.fixture(scope="session", autouse=True)
 def standby_has_the_test_database(django_db_setup, django_db_blocker):
-    """The primary's CREATE DATABASE reaches the hot standby by replication: wait
-    (bounded) until the standby has it, with the driver alone, before any test opens
-    the replica alias (a miss would be the environment's, not the mirror's)."""
-    conn = connections["replica"]
-    params = conn.get_connection_params()
+    """The test database (its CREATE DATABASE and migrations) reaches the hot standby
+    by replication: wait (bounded) until the standby has replayed the primary's WAL
+    position of now, asking it with the driver alone, before any test opens the replica
+    alias (a miss there would be replication's timing, not the mirror's)."""
+    replica = connections["replica"]
+    params = replica.get_connection_params()
     deadline = time.monotonic() + 30
     with django_db_blocker.unblock():
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT pg_current_wal_lsn()::text")
+            (lsn,) = cursor.fetchone()
         while True:
             try:
-                conn.Database.connect(**params).close()
-                return
-            except conn.Database.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+                raw = replica.Database.connect(**params)
+                try:
+                    cur = raw.cursor()
+                    cur.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn])
+                    if cur.fetchone()[0]:
+                        return
+                finally:
+                    raw.close()
+            except replica.Database.OperationalError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the standby never replayed {lsn}")
+            time.sleep(0.05)
 
 
 @pytest.fixture
