@@ -133,9 +133,8 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
         # Request boundaries: get_autocommit() connects. A connection to drop (node down,
         # role changed) is closed, not reopened here: that connect would be outside any
         # read retry, to a node maybe restarting, and the primary alias's would wait.
-        cluster = _runtime.cluster
-        if cluster is not None and cluster.role_epoch != self._rr_role_epoch:
-            self._rr_refresh()  # only on a role change: else Django's own order
+        if self.connection is not None:
+            self._rr_refresh()  # node down or role changed: closed here, not reopened
         if self.connection is None:
             return
         self._rr_no_wait = True
