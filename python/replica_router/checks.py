@@ -101,14 +101,17 @@ def _standbys_hint(default: str) -> str:
     if not isinstance(router, dict):
         return default
     dbs = conf.core_databases()
-    primary = router.get("PRIMARY") or "default"
-    others = [a for a in dbs if a != primary and conf.is_postgres_engine(dbs[a].get("ENGINE"))]
     try:
-        trial = {**router, "REPLICAS": others, "SHARE_HEALTH": False}
-        probe = _core.Cluster(_core.RouterSettings(trial, dbs, conf.captured_databases()))
+        # Built by the core, so that the primary and the timeout are its defaults too.
+        base = {**router, "REPLICAS": [], "SHARE_HEALTH": False}
+        # (A weight of 1 on the primary: with no replica, 0 would be refused.)
+        primary = _core.RouterSettings({**base, "PRIMARY_READ_WEIGHT": 1}, dbs).primary
+        others = [a for a in dbs if a != primary and conf.is_postgres_engine(dbs[a].get("ENGINE"))]
+        trial = _core.RouterSettings({**base, "REPLICAS": others}, dbs, conf.captured_databases())
+        probe = _core.Cluster(trial)
     except Exception:  # another setting is wrong too: its own error says so
         return default
-    nodes = _probe_once(probe, float(router.get("PROBE_TIMEOUT") or 1.0))
+    nodes = _probe_once(probe, trial.probe_timeout)
     standbys = [n["alias"] for n in nodes[1:] if n.get("observed_role") == REPLICA]
     if not standbys:
         return (
