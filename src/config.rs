@@ -78,6 +78,9 @@ pub struct ClusterConfig {
     /// While every replica is over a limit, the least-lagged ones keep serving reads
     /// that need no fresh data up to this lag; `None`: such reads go to the primary.
     pub lag_ceiling_seconds: Option<f64>,
+    /// The settings' part of the shared-health identity (`shm/key.rs`): every setting
+    /// the settings table puts in it, by key and value (built by `settings::build`).
+    pub identity: String,
 }
 
 impl ClusterConfig {
@@ -129,6 +132,7 @@ pub(crate) mod tests {
             max_lag_seconds: None,
             max_lag_bytes: None,
             lag_ceiling_seconds: None,
+            identity: String::new(),
         }
     }
 

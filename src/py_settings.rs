@@ -6,9 +6,11 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::PyClassInitializer;
 
 use crate::config::ClusterConfig;
-use crate::settings::{build, Settings, SettingsError, Value};
+use crate::settings::SETTINGS;
+use crate::settings::{build, with_table, Options, Reference, Settings, SettingsError, Value};
 
 create_exception!(
     replica_router._core,
@@ -64,9 +66,40 @@ fn repr(obj: &Bound<'_, PyAny>) -> String {
         .map_or_else(|_| "<unprintable>".into(), |r| r.to_string())
 }
 
+/// Every setting of the settings table but the structural ones, each as the attribute
+/// of its field's name (`RouterSettings`' base class, not in the module).
+#[pyclass(
+    frozen,
+    subclass,
+    module = "replica_router._core",
+    name = "RouterOptions"
+)]
+pub struct PyOptions(Options);
+
+/// The getters, one per row of the settings table.
+macro_rules! getters {
+    (
+        structural { $( $skey:ident = $srow:expr ; )* }
+        options { $( $key:ident : $field:ident : $ty:ty = $row:expr ; )* }
+    ) => {
+        #[pymethods]
+        impl PyOptions {
+            $(
+                #[doc = concat!("`", stringify!($key), "`")]
+                #[getter]
+                fn $field(&self) -> $ty {
+                    self.0.$field.clone()
+                }
+            )*
+        }
+    };
+}
+
+with_table!(getters);
+
 /// The router's validated settings (frozen). Build it with
 /// `RouterSettings(REPLICA_ROUTER or None, DATABASES, probe_databases=None)`.
-#[pyclass(frozen, module = "replica_router._core")]
+#[pyclass(frozen, extends = PyOptions, module = "replica_router._core")]
 pub struct RouterSettings {
     pub(crate) inner: Settings,
 }
@@ -75,6 +108,27 @@ impl RouterSettings {
     pub(crate) fn cluster(&self) -> &ClusterConfig {
         &self.inner.cluster
     }
+
+    /// `SHARE_HEALTH`: one prober per host, shared by its worker processes.
+    pub(crate) fn share_health(&self) -> bool {
+        self.inner.options.share_health
+    }
+}
+
+/// One row of the docs' reference as a dict (`SettingInfo` in the stub).
+fn reference_row<'py>(py: Python<'py>, r: &Reference) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("key", r.key)?;
+    d.set_item("attribute", r.attribute.map(|(name, _)| name))?;
+    d.set_item("type", r.attribute.map(|(_, ty)| ty))?;
+    d.set_item("default", &r.default)?;
+    d.set_item("accepts", &r.accepts)?;
+    d.set_item("check_id", r.check_id)?;
+    d.set_item("doc", r.doc)?;
+    d.set_item("see", r.see)?;
+    d.set_item("in_identity", r.in_identity)?;
+    d.set_item("identity_note", r.identity_note)?;
+    Ok(d)
 }
 
 #[pymethods]
@@ -86,11 +140,22 @@ impl RouterSettings {
         router: &Bound<'_, PyAny>,
         databases: &Bound<'_, PyAny>,
         probe_databases: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<RouterSettings> {
+    ) -> PyResult<PyClassInitializer<RouterSettings>> {
         let probe = probe_databases.map(value);
-        build(&value(router), &value(databases), probe.as_ref())
-            .map(|inner| RouterSettings { inner })
-            .map_err(|e| config_error(py, e))
+        let inner = build(&value(router), &value(databases), probe.as_ref())
+            .map_err(|e| config_error(py, e))?;
+        Ok(PyClassInitializer::from(PyOptions(inner.options.clone()))
+            .add_subclass(RouterSettings { inner }))
+    }
+
+    /// Every key of `REPLICA_ROUTER`, in the settings table's order: the docs'
+    /// reference (`make docs` renders it into docs/settings.md).
+    #[staticmethod]
+    fn reference<'py>(py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        SETTINGS
+            .iter()
+            .map(|s| reference_row(py, &s.reference()))
+            .collect()
     }
 
     /// The primary's alias.
@@ -168,89 +233,6 @@ impl RouterSettings {
                 Ok(d)
             })
             .collect()
-    }
-
-    #[getter]
-    fn primary_read_weight(&self) -> f64 {
-        self.cluster().nodes[0].weight
-    }
-
-    #[getter]
-    fn probe_interval(&self) -> f64 {
-        self.cluster().probe_interval.as_secs_f64()
-    }
-
-    #[getter]
-    fn probe_timeout(&self) -> f64 {
-        self.cluster().probe_timeout.as_secs_f64()
-    }
-
-    #[getter]
-    fn fall(&self) -> u32 {
-        self.cluster().fall
-    }
-
-    #[getter]
-    fn rise(&self) -> u32 {
-        self.cluster().rise
-    }
-
-    #[getter]
-    fn max_lag_seconds(&self) -> Option<f64> {
-        self.cluster().max_lag_seconds
-    }
-
-    #[getter]
-    fn max_lag_bytes(&self) -> Option<u64> {
-        self.cluster().max_lag_bytes
-    }
-
-    #[getter]
-    fn lag_ceiling_seconds(&self) -> Option<f64> {
-        self.cluster().lag_ceiling_seconds
-    }
-
-    #[getter]
-    fn pin_seconds(&self) -> f64 {
-        self.inner.pin_seconds
-    }
-
-    #[getter]
-    fn cookie_name(&self) -> &str {
-        &self.inner.cookie_name
-    }
-
-    #[getter]
-    fn cookie_max_age(&self) -> u64 {
-        self.inner.cookie_max_age
-    }
-
-    #[getter]
-    fn test_mirror(&self) -> bool {
-        self.inner.test_mirror
-    }
-
-    #[getter]
-    fn test_replica_reads(&self) -> bool {
-        self.inner.test_replica_reads
-    }
-
-    /// `SHARE_HEALTH`: one prober per host, shared by its worker processes.
-    #[getter]
-    pub(crate) fn share_health(&self) -> bool {
-        self.inner.share_health
-    }
-
-    /// `PRIMARY_WAIT_TIMEOUT`: seconds a new write connection waits for a primary.
-    #[getter]
-    fn primary_wait_timeout(&self) -> f64 {
-        self.inner.primary_wait_timeout
-    }
-
-    /// `PATRONI_URLS`: Patroni REST base URLs (empty: not used).
-    #[getter]
-    fn patroni_urls(&self) -> Vec<String> {
-        self.inner.patroni_urls.clone()
     }
 
     /// `REPLICAS` was not set: the replica was taken by the default rule.

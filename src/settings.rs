@@ -1,9 +1,8 @@
 //! `REPLICA_ROUTER` and the cluster's `DATABASES` entries turned into one validated
-//! configuration: every rule about settings lives here, once. No Python: the binding
+//! configuration: every rule about settings lives here, once, and every key is declared
+//! once, in the settings table (`settings/table.rs`). No Python: the binding
 //! hands over the values as a `Value` tree (with Python's `repr` of each, for
 //! messages), and checks, `conf.py` and the router all use what this returns.
-
-use std::time::Duration;
 
 use crate::config::{ClusterConfig, NodeConfig, Role};
 
@@ -74,46 +73,15 @@ fn fail<T>(family: Family, message: String, hint: &str) -> Result<T, SettingsErr
     })
 }
 
-/// The validated settings: the cluster (primary first) and the Python-side options.
+/// The validated settings: the cluster (primary first) and every other setting.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub cluster: ClusterConfig,
-    pub pin_seconds: f64,
-    pub cookie_name: String,
-    pub cookie_max_age: u64,
-    pub test_mirror: bool,
-    pub test_replica_reads: bool,
-    /// `SHARE_HEALTH`: one prober per host, its health shared with the other workers.
-    pub share_health: bool,
+    /// Every key's value but the structural ones (`table.rs`).
+    pub options: Options,
     /// `REPLICAS` was not set: the replica was taken by the default rule.
     pub replicas_implicit: bool,
-    /// `PRIMARY_WAIT_TIMEOUT`: how long a new write connection waits while no primary
-    /// is known (a switchover or failover in progress).
-    pub primary_wait_timeout: f64,
-    /// `PATRONI_URLS`: Patroni REST base URLs of the cluster (empty: not used).
-    pub patroni_urls: Vec<String>,
 }
-
-pub const KEYS: [&str; 18] = [
-    "PRIMARY",
-    "REPLICAS",
-    "PRIMARY_READ_WEIGHT",
-    "PROBE_INTERVAL",
-    "PROBE_TIMEOUT",
-    "FALL",
-    "RISE",
-    "MAX_LAG_SECONDS",
-    "MAX_LAG_BYTES",
-    "LAG_CEILING_SECONDS",
-    "PIN_SECONDS",
-    "COOKIE_NAME",
-    "COOKIE_MAX_AGE",
-    "TEST_MIRROR",
-    "TEST_REPLICA_READS",
-    "SHARE_HEALTH",
-    "PRIMARY_WAIT_TIMEOUT",
-    "PATRONI_URLS",
-];
 
 /// A cluster's most nodes (the primary and its replicas): node sets are 64-bit masks.
 pub const MAX_NODES: usize = 64;
@@ -214,44 +182,23 @@ fn key(name: &str) -> String {
 }
 
 mod hosts;
+mod kind;
 mod lag;
+mod reference;
 mod rules;
+mod table;
+mod typed;
+#[cfg(test)]
+pub use kind::Identity;
+pub use reference::Reference;
 pub use rules::build;
+pub(crate) use table::with_table;
+pub use table::{Options, KEYS, SETTINGS};
 
 #[cfg(test)]
+pub(crate) mod table_tests;
+#[cfg(test)]
 mod tests;
-
-/// A duration setting in seconds: a number > 0 and <= one day.
-fn seconds(name: &str, v: &Value) -> Result<Duration, SettingsError> {
-    match v.number() {
-        Some(f) if f.is_finite() && f > 0.0 && f <= 86_400.0 => Ok(Duration::from_secs_f64(f)),
-        _ => fail(
-            Family::Probing,
-            format!(
-                "{} must be a number of seconds > 0 and <= 86400, got {}",
-                key(name),
-                v.repr()
-            ),
-            HINT,
-        ),
-    }
-}
-
-/// An integer setting within `[lo, hi]`.
-fn integer(family: Family, name: &str, v: &Value, lo: i64, hi: i64) -> Result<i64, SettingsError> {
-    match v {
-        Value::Int(i) if (lo..=hi).contains(i) => Ok(*i),
-        _ => fail(
-            family,
-            format!(
-                "{} must be an integer from {lo} to {hi}, got {}",
-                key(name),
-                v.repr()
-            ),
-            HINT,
-        ),
-    }
-}
 
 /// The nodes of one alias: one, or one per host of a libpq multi-host alias (named
 /// `alias@host:port`). `weight` is each host's read weight; the primary alias's other

@@ -154,6 +154,26 @@ class Roles(TypedDict):
     #: Alias -> the configured alias of the node its new connections go to.
     connects_to: dict[str, str]
 
+class SettingInfo(TypedDict):
+    """One ``REPLICA_ROUTER`` key as the settings table declares it
+    (``RouterSettings.reference()``, rendered into docs/settings.md by ``make docs``)."""
+
+    key: str
+    #: The ``RouterSettings`` attribute and its Python type (``None``: structural key).
+    attribute: str | None
+    type: str | None
+    #: The default, as Python source.
+    default: str
+    accepts: str
+    check_id: str
+    doc: str
+    #: A Markdown link to where the docs explain it.
+    see: str
+    #: Whether processes with different values never share health.
+    in_identity: bool
+    #: How it is in the shared-health identity, or why it is not.
+    identity_note: str
+
 class ConfigError(ValueError):
     """A setting that cannot work; the message names the key and the value."""
 
@@ -170,6 +190,9 @@ class RouterSettings:
         databases: dict[str, Any],
         probe_databases: dict[str, Any] | None = None,
     ) -> Self: ...
+    @staticmethod
+    def reference() -> list[SettingInfo]:
+        """Every key of ``REPLICA_ROUTER``, in the settings table's order."""
     @property
     def primary(self) -> str: ...
     @property

@@ -1,15 +1,17 @@
 """System checks. Ids are stable. Settings problems come from the core's one set of
-rules (``conf.load()``), each family with its own id:
+rules (``conf.load()``), each family with its own id (which key is in which family
+is a column of its row in the settings table, ``src/settings/table.rs``, shown in
+docs/settings.md's reference):
 
 - E001: ``REPLICA_ROUTER`` is not a dict, or has an unknown key.
 - E003: ``REPLICAS`` is unset and more than one other PostgreSQL alias exists.
 - E005: an alias (``PRIMARY``, ``REPLICAS``) unknown, not PostgreSQL, or listed twice.
 - E006: a weight (negative, not a number, every weight 0).
-- E007: probing (``PROBE_INTERVAL``, ``PROBE_TIMEOUT``, ``FALL``, ``RISE``).
-- E008: a lag limit (``MAX_LAG_SECONDS``, ``MAX_LAG_BYTES``, ``LAG_CEILING_SECONDS``).
+- E007: probing (how often, how long, how many probes change a state).
+- E008: a lag limit.
 - E009: a TLS option of a node (``OPTIONS["sslmode"]``).
-- E010: a node's address (``PORT``).
-- E011: another option (``PIN_SECONDS``, ``COOKIE_*``, ``TEST_*``).
+- E010: a node's address (``HOST``, ``PORT``, ``OPTIONS["target_session_attrs"]``).
+- E011: another option.
 
 Found by talking to the nodes:
 
@@ -99,14 +101,17 @@ def _standbys_hint(default: str) -> str:
     if not isinstance(router, dict):
         return default
     dbs = conf.core_databases()
-    primary = router.get("PRIMARY") or "default"
-    others = [a for a in dbs if a != primary and conf.is_postgres_engine(dbs[a].get("ENGINE"))]
     try:
-        trial = {**router, "REPLICAS": others, "SHARE_HEALTH": False}
-        probe = _core.Cluster(_core.RouterSettings(trial, dbs, conf.captured_databases()))
+        # Built by the core, so that the primary and the timeout are its defaults too.
+        base = {**router, "REPLICAS": [], "SHARE_HEALTH": False}
+        # (A weight of 1 on the primary: with no replica, 0 would be refused.)
+        primary = _core.RouterSettings({**base, "PRIMARY_READ_WEIGHT": 1}, dbs).primary
+        others = [a for a in dbs if a != primary and conf.is_postgres_engine(dbs[a].get("ENGINE"))]
+        trial = _core.RouterSettings({**base, "REPLICAS": others}, dbs, conf.captured_databases())
+        probe = _core.Cluster(trial)
     except Exception:  # another setting is wrong too: its own error says so
         return default
-    nodes = _probe_once(probe, float(router.get("PROBE_TIMEOUT") or 1.0))
+    nodes = _probe_once(probe, trial.probe_timeout)
     standbys = [n["alias"] for n in nodes[1:] if n.get("observed_role") == REPLICA]
     if not standbys:
         return (

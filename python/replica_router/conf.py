@@ -1,7 +1,9 @@
 """``REPLICA_ROUTER`` settings: gathered from Django, validated by the Rust core.
 
-Every rule about a setting lives in the core (``src/settings``): this module only
-hands it Django's values and turns its ``ConfigError`` into Django's
+Every rule about a setting lives in the core (``src/settings``), and every key is
+declared once, in its settings table (``src/settings/table.rs``: the keys, defaults,
+rules, ``RouterSettings``' attributes and the docs' reference come from it): this
+module only hands it Django's values and turns its ``ConfigError`` into Django's
 ``ImproperlyConfigured``. The system checks, the router and ``replica_status`` all
 use the one ``RouterSettings`` object it returns, so anything a read would reject,
 ``manage.py check`` rejects first, with the same message.
@@ -25,7 +27,7 @@ __all__ = ["KEYS", "RouterSettings", "SettingsError", "core_databases", "is_post
 
 #: The validated settings (a frozen class of the core).
 RouterSettings = _core.RouterSettings
-#: The keys of ``REPLICA_ROUTER`` (the core's list).
+#: The keys of ``REPLICA_ROUTER``, in the settings table's order.
 KEYS: tuple[str, ...] = tuple(_core.SETTINGS_KEYS)
 
 #: The check id of a settings problem the core did not name (should not happen).

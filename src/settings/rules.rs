@@ -1,8 +1,15 @@
-//! The rules, in the order a reader checks them: the dict, the aliases, the weights,
-//! probing, lag limits, the Python-side options; then the cluster as a whole.
+//! The hand-written rules, in the order a reader checks them: the dict, the aliases and
+//! their weights (they need `DATABASES`); every other key is checked by its row of the
+//! settings table (`table.rs`), each cross-key rule a row names being here or in
+//! `lag.rs`; then the nodes and the cluster as a whole.
 
-use super::{fail, integer, key, node, seconds, Family, Settings, SettingsError, Value, HINT};
-use super::{py_list, KEYS, MAX_NODES, POSTGRES_ENGINES};
+use std::time::Duration;
+
+use super::kind::{check_all, Checked, Val};
+use super::reference::identity;
+use super::table::{Options, KEYS, SETTINGS};
+use super::{fail, key, node, Family, Settings, SettingsError, Value, HINT};
+use super::{py_list, MAX_NODES, POSTGRES_ENGINES};
 use crate::config::{ClusterConfig, Role};
 
 mod roles;
@@ -37,7 +44,7 @@ pub fn build(
             format!(
                 "REPLICA_ROUTER has unknown key(s) {}; known keys: {}",
                 py_list(&unknown),
-                py_list(&KEYS)
+                py_list(KEYS)
             ),
             "Check the spelling against the settings reference (docs/settings.md).",
         );
@@ -148,79 +155,14 @@ pub fn build(
         );
         return fail(Family::Alias, msg, HINT);
     }
-    let primary_weight = weight(&key("PRIMARY_READ_WEIGHT"), get("PRIMARY_READ_WEIGHT"), 1.0)?;
-    if primary_weight == 0.0 && replicas.iter().all(|(_, w)| *w == 0.0) {
-        return fail(
-            Family::Weight,
-            format!(
-                "{} and every replica WEIGHT are 0: no node could take reads; give at least \
-                 one a weight > 0",
-                key("PRIMARY_READ_WEIGHT")
-            ),
-            HINT,
-        );
-    }
-    let or = |name: &str, default: Value| match get(name) {
-        Value::None => default,
-        v => v.clone(),
-    };
-    let probe_interval = seconds("PROBE_INTERVAL", &or("PROBE_INTERVAL", Value::Float(1.0)))?;
-    let probe_timeout = seconds("PROBE_TIMEOUT", &or("PROBE_TIMEOUT", Value::Float(1.0)))?;
-    let fall = integer(Family::Probing, "FALL", &or("FALL", Value::Int(2)), 1, 1000)? as u32;
-    let rise = integer(Family::Probing, "RISE", &or("RISE", Value::Int(2)), 1, 1000)? as u32;
-    let lag = super::lag::lag_limits(router)?;
-    let pin = or("PIN_SECONDS", Value::Float(5.0));
-    let pin_seconds = match pin.number() {
-        Some(f) if f.is_finite() && (0.0..=86_400.0).contains(&f) => f,
-        _ => {
-            return fail(
-                Family::Option,
-                format!(
-                    "{} must be a number >= 0, got {}",
-                    key("PIN_SECONDS"),
-                    pin.repr()
-                ),
-                HINT,
-            )
-        }
-    };
-    let cookie_name = match or("COOKIE_NAME", Value::Str("replica_router_lsn".into())) {
-        Value::Str(s) if !s.is_empty() => s,
-        v => {
-            return fail(
-                Family::Option,
-                format!(
-                    "{} must be a non-empty string, got {}",
-                    key("COOKIE_NAME"),
-                    v.repr()
-                ),
-                HINT,
-            )
-        }
-    };
-    let cookie_max_age = integer(
-        Family::Option,
-        "COOKIE_MAX_AGE",
-        &or("COOKIE_MAX_AGE", Value::Int(300)),
-        1,
-        i64::MAX,
-    )? as u64;
-    let flag = |name: &str, default: bool| match or(name, Value::Bool(default)) {
-        Value::Bool(b) => Ok(b),
-        v => fail(
-            Family::Option,
-            format!("{} must be True or False, got {}", key(name), v.repr()),
-            HINT,
-        ),
-    };
-    let test_mirror = flag("TEST_MIRROR", true)?;
-    let test_replica_reads = flag("TEST_REPLICA_READS", false)?;
-    let share_health = flag("SHARE_HEALTH", true)?;
-    let primary_wait_timeout = roles::primary_wait_timeout(&or(
-        "PRIMARY_WAIT_TIMEOUT",
-        Value::Float(roles::DEFAULT_PRIMARY_WAIT),
-    ))?;
-    let patroni_urls = roles::patroni_urls(get("PATRONI_URLS"))?;
+    // Every other key, by the table: its kind's rule, then any cross-key rule it names.
+    let values = check_all(SETTINGS, router, &replicas)?;
+    let options = Options::from_values(&values).ok_or_else(|| SettingsError {
+        family: Family::Option,
+        message: "a setting's value does not fit its field (a defect of the settings table)".into(),
+        hint: HINT.into(),
+    })?;
+    let primary_weight = options.primary_read_weight;
 
     let entry = |alias: &str| {
         probe_databases
@@ -241,28 +183,52 @@ pub fn build(
         );
         return fail(Family::Alias, msg, HINT);
     }
+    let seconds = |f: f64| {
+        // The table bounds both to (0, 86400]: never out of `Duration`'s range.
+        Duration::try_from_secs_f64(f).map_err(|_| SettingsError {
+            family: Family::Probing,
+            message: format!("{f} is not a duration in seconds"),
+            hint: HINT.into(),
+        })
+    };
     let cluster = ClusterConfig {
         nodes,
-        probe_interval,
-        probe_timeout,
-        fall,
-        rise,
-        max_lag_seconds: lag.max_lag_seconds,
-        max_lag_bytes: lag.max_lag_bytes,
-        lag_ceiling_seconds: lag.lag_ceiling_seconds,
+        probe_interval: seconds(options.probe_interval)?,
+        probe_timeout: seconds(options.probe_timeout)?,
+        fall: options.fall,
+        rise: options.rise,
+        max_lag_seconds: options.max_lag_seconds,
+        max_lag_bytes: options.max_lag_bytes,
+        lag_ceiling_seconds: options.lag_ceiling_seconds,
+        identity: identity(SETTINGS, &values),
     };
     Ok(Settings {
         cluster,
-        pin_seconds,
-        cookie_name,
-        cookie_max_age,
-        test_mirror,
-        test_replica_reads,
-        share_health,
+        options,
         replicas_implicit: implicit,
-        primary_wait_timeout,
-        patroni_urls,
     })
+}
+
+/// `PRIMARY_READ_WEIGHT`'s cross-key rule: some node can take reads.
+pub(super) fn some_weight(c: &Checked<'_>) -> Result<(), SettingsError> {
+    let primary_weight = c.float("PRIMARY_READ_WEIGHT").unwrap_or(1.0);
+    if primary_weight == 0.0 && c.replicas.iter().all(|(_, w)| *w == 0.0) {
+        return fail(
+            Family::Weight,
+            format!(
+                "{} and every replica WEIGHT are 0: no node could take reads; give at least \
+                 one a weight > 0",
+                key("PRIMARY_READ_WEIGHT")
+            ),
+            HINT,
+        );
+    }
+    Ok(())
+}
+
+/// `PATRONI_URLS`'s rule (`roles.rs`), as the table's kind of rule.
+pub(super) fn patroni_urls(v: &Value) -> Result<Val, SettingsError> {
+    roles::patroni_urls(v).map(Val::List)
 }
 
 /// A weight: a number >= 0 (not a bool); `default` when unset.

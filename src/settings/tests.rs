@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use super::*;
 
 fn s(text: &str) -> Value {
@@ -48,7 +50,7 @@ fn tutorial_needs_no_settings() {
     assert!(st.replicas_implicit);
     assert_eq!(c.probe_interval, Duration::from_secs(1));
     assert_eq!((c.fall, c.rise), (2, 2));
-    assert_eq!(st.cookie_name, "replica_router_lsn");
+    assert_eq!(st.options.cookie_name, "replica_router_lsn");
 }
 
 #[test]

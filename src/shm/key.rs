@@ -11,18 +11,11 @@ use sha2::Sha256;
 
 use super::segment::LAYOUT;
 
-/// The text that is digested besides the credentials (no secret in it).
+/// The text that is digested besides the credentials (no secret in it): the settings
+/// in the identity (every setting the settings table does not leave out, by key and
+/// value: `ClusterConfig::identity`), then each node.
 pub(crate) fn key_text(cfg: &ClusterConfig) -> String {
-    let mut s = format!(
-        "layout={LAYOUT};interval={:?};timeout={:?};fall={};rise={};lag_s={:?};lag_b={:?};lag_ceiling={:?}",
-        cfg.probe_interval,
-        cfg.probe_timeout,
-        cfg.fall,
-        cfg.rise,
-        cfg.max_lag_seconds,
-        cfg.max_lag_bytes,
-        cfg.lag_ceiling_seconds
-    );
+    let mut s = format!("layout={LAYOUT};{}", cfg.identity);
     for n in &cfg.nodes {
         s.push_str(&format!(
             "|{:?};{};{:?};{};{:?};{:?};{:?};{:?};{:?}",
@@ -102,14 +95,33 @@ mod tests {
         let c = cluster(&[1.0, 1.0]);
         let mut host = c.clone();
         host.nodes[1].host = "10.0.0.9".into();
-        let mut fall = c.clone();
-        fall.fall = 3;
         let mut weight = c.clone();
         weight.nodes[1].weight = 2.0;
         let mut user = c.clone();
         user.nodes[1].user = "other".into();
-        for other in [host, fall, weight, user] {
+        for other in [host, weight, user] {
             assert_ne!(k(&c), k(&other));
+        }
+    }
+
+    /// Every setting of the table changes the key unless its row says why not; those
+    /// rows change nothing.
+    #[test]
+    fn key_follows_the_settings_table() {
+        use crate::settings::table_tests::{another_value, built, with};
+        use crate::settings::{Identity, SETTINGS};
+
+        let base = k(&built(&[]).cluster);
+        for s in SETTINGS.iter().filter(|s| !s.is_structural()) {
+            let changed = k(&built(&with(s.key, another_value(s))).cluster);
+            match s.identity {
+                Identity::In => assert_ne!(base, changed, "{} is in the identity", s.key),
+                Identity::Out(why) => {
+                    assert!(!why.is_empty(), "{}", s.key);
+                    assert_eq!(base, changed, "{} is left out: {why}", s.key);
+                }
+                Identity::Nodes => {}
+            }
         }
     }
 }

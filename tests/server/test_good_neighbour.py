@@ -121,7 +121,8 @@ def _router_messages() -> list[checks.CheckMessage]:
 @IGNORE_DATABASES_WARNING
 def test_default_replicas_never_claims_a_second_database(router_reset: None) -> None:
     """``REPLICAS`` unset with two other PostgreSQL aliases: E003 names both, from
-    ``conf.load()``, the router and ``manage.py check``; nothing is probed or read."""
+    ``conf.load()``, the router and ``manage.py check``, whose hint offers as an example
+    only the alias that answers as a standby; nothing is read."""
     unset = {k: v for k, v in ROUTER_SETTINGS.items() if k != "REPLICAS"}
     with override_settings(REPLICA_ROUTER=unset):
         with pytest.raises(conf.SettingsError) as info:
@@ -134,6 +135,14 @@ def test_default_replicas_never_claims_a_second_database(router_reset: None) -> 
         messages = _router_messages()
         assert [m.id for m in messages] == ["replica_router.E003"], messages
         assert messages[0].hint and "REPLICAS" in messages[0].hint
+        # The hint's example is probed: it never offers the unrelated database (a
+        # primary) as a standby; a probe slower than PROBE_TIMEOUT leaves it without one.
+        hint = messages[0].hint
+        if "answer as hot standbys" in hint:
+            example = hint.split("e.g. ", 1)[1]
+            assert "'replica'" in example and "'other'" not in example, hint
+        else:
+            assert "answers as a hot standby now" in hint, hint
         with pytest.raises(SystemCheckError, match=r"replica_router\.E003"):
             call_command("check", stdout=StringIO(), stderr=StringIO())
     # The tutorial's two aliases need no configuration.

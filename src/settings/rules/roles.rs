@@ -1,27 +1,8 @@
-//! The settings of roles that change: `PRIMARY_WAIT_TIMEOUT` and `PATRONI_URLS`
-//! (part of the rules in `rules.rs`, split off by concern).
+//! The rule of `PATRONI_URLS`, a setting of roles that change (part of the rules in
+//! `rules.rs`, split off by concern; `PRIMARY_WAIT_TIMEOUT` is a plain row of the
+//! settings table).
 
 use super::super::{fail, key, Family, SettingsError, Value, HINT};
-
-/// Long enough for a planned switchover (about 3 s with Patroni on a quiet cluster,
-/// more under load), short enough that a request does not hang on a lost primary.
-pub(super) const DEFAULT_PRIMARY_WAIT: f64 = 10.0;
-
-/// `PRIMARY_WAIT_TIMEOUT`: seconds, from 0 (no wait) to an hour.
-pub(super) fn primary_wait_timeout(v: &Value) -> Result<f64, SettingsError> {
-    match v.number() {
-        Some(f) if f.is_finite() && (0.0..=3600.0).contains(&f) => Ok(f),
-        _ => fail(
-            Family::Option,
-            format!(
-                "{} must be a number of seconds from 0 to 3600, got {}",
-                key("PRIMARY_WAIT_TIMEOUT"),
-                v.repr()
-            ),
-            HINT,
-        ),
-    }
-}
 
 /// `PATRONI_URLS`: a list (or tuple) of `http://` or `https://` base URLs.
 pub(super) fn patroni_urls(v: &Value) -> Result<Vec<String>, SettingsError> {
