@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::context::RouteState;
+use crate::events::{Event, Severity};
 use crate::health::State;
 use crate::lifecycle::Lifecycle;
 use crate::monitor::Shared;
@@ -18,7 +19,6 @@ use crate::probe::{redact, Fault, FaultKind};
 use crate::py_settings::RouterSettings;
 use crate::rng::uniform;
 use crate::select::{Reason, REASON_NAMES};
-use crate::step::{Event, Severity};
 
 pyo3::create_exception!(
     _core,

@@ -8,12 +8,11 @@ use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 
-use crate::events::Events;
+use crate::events::{Event, Events, Severity};
 use crate::monitor::{Engine, Shared};
 use crate::probe::Fault;
 use crate::report::ProberView;
 use crate::shm::{Off, Sharing};
-use crate::step::{Event, Severity};
 
 /// Bumped in the child after every `fork()`.
 pub(crate) static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);

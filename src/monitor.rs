@@ -16,14 +16,16 @@ use tokio::sync::{watch, Notify};
 use tokio::time::MissedTickBehavior;
 
 use crate::config::ClusterConfig;
-use crate::events::{lock, Events};
+use crate::engine_state::EngineState;
+use crate::events::{lock, Event, Events, Severity};
+use crate::node_status::NodeStatus;
 use crate::own_error::OwnErrors;
 use crate::probe::{Fault, FaultKind, Prober, Sample};
 use crate::report::ProberView;
 use crate::roles::Roles;
 use crate::select::{Snapshot, REASON_COUNT};
 use crate::shm::Publisher;
-use crate::step::{self, build_snapshot, EngineState, Event, Severity};
+use crate::step::{self, build_snapshot};
 
 /// What lives as long as the Python object: config, the published snapshot, counters.
 pub struct Shared {
@@ -158,7 +160,7 @@ impl Engine {
         shared: Arc<Shared>,
         events: Arc<Events>,
         publisher: Option<Arc<Publisher>>,
-        seed: Option<Vec<step::NodeStatus>>,
+        seed: Option<Vec<NodeStatus>>,
     ) -> Arc<Engine> {
         let now = Instant::now();
         let cfg = &shared.config;

@@ -6,10 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::events::lock;
+use crate::events::{lock, Event, Severity};
 use crate::health::State;
 use crate::select::Snapshot;
-use crate::step::{Event, Severity};
 
 use super::segment::{Decoded, Rejected};
 use super::{clock, Sharing};

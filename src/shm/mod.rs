@@ -24,11 +24,10 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
-use crate::events::{lock, Events};
+use crate::events::{lock, Event, Events, Severity};
 use crate::monitor::{Engine, Shared};
 use crate::probe::{Fault, FaultKind};
 use crate::report::ProberView;
-use crate::step::{Event, Severity};
 
 pub(crate) use publish::Publisher;
 
