@@ -14,11 +14,11 @@ use crate::context::RouteState;
 use crate::events::{Event, Severity};
 use crate::health::State;
 use crate::lifecycle::Lifecycle;
-use crate::monitor::Shared;
 use crate::probe::{redact, Fault, FaultKind};
 use crate::py_settings::RouterSettings;
 use crate::rng::uniform;
 use crate::select::{Reason, REASON_NAMES};
+use crate::shared::Shared;
 
 pyo3::create_exception!(
     _core,

@@ -25,9 +25,10 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 
 use crate::events::{lock, Event, Events, Severity};
-use crate::monitor::{Engine, Shared};
+use crate::monitor::Engine;
 use crate::probe::{Fault, FaultKind};
 use crate::report::ProberView;
+use crate::shared::Shared;
 
 pub(crate) use publish::Publisher;
 
@@ -48,7 +49,7 @@ pub(crate) enum Off {
 static CLAIMS: [AtomicU64; 32] = [const { AtomicU64::new(0) }; 32];
 
 fn claim_value(key: u64) -> u64 {
-    let generation = crate::lifecycle::FORK_GENERATION.load(Ordering::SeqCst);
+    let generation = crate::fork::FORK_GENERATION.load(Ordering::SeqCst);
     (key ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1
 }
 
