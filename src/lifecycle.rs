@@ -23,7 +23,7 @@ enum Runner {
     /// Its own prober (sharing off, or not possible).
     Solo(Arc<Engine>),
     /// The host's shared prober: this process leads or follows.
-    Shared(Arc<Sharing>),
+    Shared(Arc<Sharing<Engine>>),
 }
 
 /// What one fork generation of a process runs for a cluster.

@@ -22,7 +22,7 @@ use crate::probe::{Fault, FaultKind, Prober, Sample};
 use crate::report::ProberView;
 use crate::select::Snapshot;
 use crate::shared::Shared;
-use crate::shm::Publisher;
+use crate::shm::{Probing, Publisher};
 use crate::step::{self, build_snapshot};
 
 /// One process's prober. Replaced whole after a fork; never dropped in a child.
@@ -251,6 +251,35 @@ impl Engine {
             }
         }
         was_in_reads
+    }
+}
+
+/// How the host's shared prober (`shm::Sharing`) runs this engine when its process
+/// leads: the inherent methods above, unchanged.
+impl Probing for Engine {
+    fn start(
+        shared: Arc<Shared>,
+        events: Arc<Events>,
+        publisher: Option<Arc<Publisher>>,
+        seed: Option<Vec<NodeStatus>>,
+    ) -> Arc<Engine> {
+        Engine::start(shared, events, publisher, seed)
+    }
+
+    fn reprobe(&self) {
+        Engine::reprobe(self);
+    }
+
+    fn report_passive(&self, idx: usize, fault: Fault, now: Instant) -> bool {
+        Engine::report_passive(self, idx, fault, now)
+    }
+
+    fn view(&self, shared: bool) -> ProberView {
+        Engine::view(self, shared)
+    }
+
+    fn stop(&self) {
+        Engine::stop(self);
     }
 }
 
