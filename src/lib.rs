@@ -13,6 +13,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod bindings;
+mod clock;
 mod config;
 mod context;
 mod django_conn;
