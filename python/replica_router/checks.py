@@ -34,7 +34,6 @@ Django would try to create a test database on a hot standby.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from django.conf import settings
@@ -123,13 +122,9 @@ def _standbys_hint(default: str) -> str:
 def _probe_once(probe: Any, timeout: float) -> list[Any]:
     """Starts ``probe``, waits for one probe of every node (bounded), closes it."""
     try:
-        probe.start()
         # A probe ends within PROBE_TIMEOUT; the margin is for a loaded machine.
-        deadline = time.monotonic() + timeout + 1.0
+        probe.wait_probed(timeout + 1.0)
         nodes = probe.status()
-        while time.monotonic() < deadline and any(n.get("probes", 0) == 0 for n in nodes):
-            time.sleep(0.01)
-            nodes = probe.status()
     finally:
         probe.close()
     return list(nodes)
@@ -196,11 +191,8 @@ def check_nodes(
     if not set(databases) & set(s.aliases):
         return []
     cluster = _runtime.get_cluster()
-    deadline = time.monotonic() + s.probe_interval + 2 * s.probe_timeout
+    cluster.wait_probed()
     nodes = cluster.status()
-    while time.monotonic() < deadline and any(n["state"] == UNKNOWN for n in nodes):
-        time.sleep(0.05)
-        nodes = cluster.status()
     messages: list[CheckMessage] = []
     for n in nodes:
         where = f"{n['configured_role']} {n['alias']!r} ({n['host']}:{n['port']})"
