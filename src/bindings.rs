@@ -258,10 +258,10 @@ impl Cluster {
         self.prober.ensure_started();
     }
 
-    /// Starts the prober if needed and waits (GIL released) until every node has
-    /// answered or failed its first probes (no node `unknown` in `status()`), at most
+    /// Starts the prober if needed and waits (GIL released) until no node is
+    /// `unknown` in `status()` (each answered, or failed FALL probes), at most
     /// `timeout` seconds (default: PROBE_INTERVAL + 2 x PROBE_TIMEOUT). Returns
-    /// whether every node was probed.
+    /// whether every node's state is known.
     #[pyo3(signature = (timeout=None))]
     fn wait_probed(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
         let bound = match timeout {

@@ -321,10 +321,10 @@ class Cluster:
     def reprobe(self) -> None:
         """Re-probe every node now."""
     def wait_probed(self, timeout: float | None = None) -> bool:
-        """Start the prober if needed and wait (GIL released) until every node has
-        answered or failed its first probes (no node ``unknown`` in ``status()``), at
-        most ``timeout`` seconds (default: ``PROBE_INTERVAL`` + 2 x ``PROBE_TIMEOUT``).
-        Returns whether every node was probed."""
+        """Start the prober if needed and wait (GIL released) until no node is
+        ``unknown`` in ``status()`` (each answered, or failed ``FALL`` probes), at most
+        ``timeout`` seconds (default: ``PROBE_INTERVAL`` + 2 x ``PROBE_TIMEOUT``).
+        Returns whether every node's state is known."""
     @property
     def role_epoch(self) -> int:
         """Changes whenever the observed roles change."""

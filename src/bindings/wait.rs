@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use crate::health::State;
-use crate::node_status::NodeStatus;
 
 use super::Cluster;
 
@@ -13,29 +12,25 @@ use super::Cluster;
 const POLL: Duration = Duration::from_millis(10);
 
 impl Cluster {
-    /// The default bound of `wait_probed`: one probe interval and two timeouts (the
-    /// first round, and a slow answer to the next).
+    /// The default bound of `wait_probed`: one probe interval and two timeouts, time
+    /// for a node that fails to fail a second probe (FALL is 2 by default) and be
+    /// `down` rather than `unknown`.
     pub(super) fn probe_round(&self) -> Duration {
         let cfg = &self.shared.config;
         cfg.probe_interval + 2 * cfg.probe_timeout
     }
 
-    /// Whether every node's first probes are in: its state is known (not `unknown`
-    /// in `status()`, or this process's login was refused), or its last probe failed
-    /// (a failing node stays `unknown` until FALL failures, which no first wait should
-    /// sit through), or it answered and waits for the primary, whose last probe failed.
+    /// Whether every node's state is known: not `unknown` in `status()` (it answered,
+    /// or failed FALL probes, which the default bound leaves time for), or this
+    /// process's login was refused.
     pub(super) fn all_probed(&self) -> bool {
         let view = self.prober.view();
         let nodes = view.as_ref().map_or(&[][..], |v| &v.nodes[..]);
-        let failed = |n: &NodeStatus| n.health.fail_streak > 0;
-        let primary_failed = nodes.first().is_some_and(failed);
         (0..self.shared.config.nodes.len()).all(|i| {
             self.shared.own.get(i).is_some()
-                || nodes.get(i).is_some_and(|n| {
-                    n.health.state != State::Unknown
-                        || failed(n)
-                        || (primary_failed && n.health.ok_streak > 0)
-                })
+                || nodes
+                    .get(i)
+                    .is_some_and(|n| n.health.state != State::Unknown)
         })
     }
 
