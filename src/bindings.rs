@@ -11,14 +11,12 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::context::RouteState;
-use crate::health::State;
+use crate::events::Severity;
 use crate::lifecycle::Lifecycle;
-use crate::monitor::Shared;
-use crate::probe::{redact, Fault, FaultKind};
 use crate::py_settings::RouterSettings;
 use crate::rng::uniform;
 use crate::select::{Reason, REASON_NAMES};
-use crate::step::{Event, Severity};
+use crate::shared::Shared;
 
 pyo3::create_exception!(
     _core,
@@ -27,21 +25,15 @@ pyo3::create_exception!(
     "No node can take writes now: none is primary (within the wait), or two are."
 );
 
+mod faults;
 mod roles;
 mod status;
+mod wait;
+
+pub use faults::classify_failure;
 
 /// Gives every `Cluster` an identity for the per-thread connection cache.
 static NEXT_CLUSTER_ID: AtomicU64 = AtomicU64::new(1);
-
-/// Sorts the failure of a real connection or query (SQLSTATE, if any, and message)
-/// by the rules probes use: the fault kind's name for a node fault, `None` for what
-/// is not one (constraint violations, serialization failures, statement timeouts and
-/// other application errors; configuration errors such as a wrong password).
-#[pyfunction]
-#[pyo3(signature = (sqlstate, message))]
-pub fn classify_failure(sqlstate: Option<&str>, message: &str) -> Option<&'static str> {
-    crate::fault::classify_passive(sqlstate, message).map(FaultKind::as_str)
-}
 
 /// Python's `logging` level of an event.
 fn level(severity: Severity) -> u8 {
@@ -204,46 +196,24 @@ impl Cluster {
             .map(|i| self.route(py, i, Reason::Retried)))
     }
 
-    /// A real connection or query on `alias` failed for a node fault of `kind` (see
-    /// `classify_failure`): the node leaves reads now and is re-probed at once. For a
-    /// configuration error of this process (authentication, missing database or
-    /// privilege) the node leaves this process's reads only. Returns whether the node
+    /// A real connection or query on `alias` failed (its SQLSTATE, if any, and
+    /// message): sorted by the rules probes use (`classify_failure`) and, for a node
+    /// fault, reported in the same step (see `bindings/faults.rs`). Returns the fault
+    /// kind's name (`None`: not a node fault, nothing reported) and whether the node
     /// was taking reads until now. `node`: the node the connection went to
-    /// (`connect_target`); by default, where the alias connects now.
-    #[pyo3(signature = (alias, kind, message, node=None))]
-    fn report_fault(&self, alias: &str, kind: &str, message: &str, node: Option<usize>) -> bool {
-        self.prober.ensure_started();
-        let (Some(slot), Some(kind)) = (self.index_of(alias), FaultKind::from_name(kind)) else {
-            return false;
-        };
-        let idx = match node {
-            Some(n) if n < self.shared.config.nodes.len() => n,
-            _ => self.target_of(slot),
-        };
-        let password = self.shared.config.nodes[idx].password.as_deref();
-        let fault = Fault {
-            kind,
-            message: format!("passive: {}", redact(message.trim(), password)),
-        };
-        let now = Instant::now();
-        if kind.is_config_error() {
-            // This process's credentials, not the node: never told to the host's
-            // shared prober, where it would take the node out for every process.
-            let was_in_reads = self.shared.takes_reads(idx);
-            let text = format!(
-                "{:?} is misconfigured for this process ({}); it takes no reads from it",
-                self.shared.config.nodes[idx].alias, fault.message
-            );
-            if self.shared.own_error(idx, fault, now) {
-                if let Some(events) = self.prober.events() {
-                    let mut e = Event::about(Severity::Error, text, idx);
-                    e.state = Some(State::Misconfigured);
-                    events.push(e);
-                }
-            }
-            return was_in_reads;
-        }
-        self.prober.report_passive(idx, fault, now)
+    /// (`connect_target`); by default, where the alias connects now. `connecting`: the
+    /// failure was a connect's, whose timeout is a connect failure (it says nothing of
+    /// the alias's open connections, so it interrupts none).
+    #[pyo3(signature = (alias, sqlstate, message, node=None, *, connecting=false))]
+    fn report_failure(
+        &self,
+        alias: &str,
+        sqlstate: Option<&str>,
+        message: &str,
+        node: Option<usize>,
+        connecting: bool,
+    ) -> (Option<&'static str>, bool) {
+        self.classify_and_report(alias, sqlstate, message, node, connecting)
     }
 
     /// Where a new connection of `alias` goes now: `(node, host, port)`. For the primary
@@ -286,6 +256,21 @@ impl Cluster {
     /// Starts the prober if it is not running in this process (idempotent).
     fn start(&self) {
         self.prober.ensure_started();
+    }
+
+    /// Starts the prober if needed and waits (GIL released) until no node is
+    /// `unknown` in `status()` (each answered, or failed FALL probes), at most
+    /// `timeout` seconds (default: PROBE_INTERVAL + 2 x PROBE_TIMEOUT). Returns
+    /// whether every node's state is known.
+    #[pyo3(signature = (timeout=None))]
+    fn wait_probed(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
+        let bound = match timeout {
+            // NaN and negative: no wait; beyond what a `Duration` holds: no bound.
+            Some(t) if t > 0.0 => Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX),
+            Some(_) => Duration::ZERO,
+            None => self.probe_round(),
+        };
+        py.detach(|| self.wait_probed_for(bound))
     }
 
     /// The primary's alias, counting a write.

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::lifecycle::FORK_GENERATION;
+use crate::fork::FORK_GENERATION;
 
 /// (cluster id, fork generation, each alias's connection `__dict__`, in alias order).
 type ConnCache = Option<(u64, u64, Vec<Py<PyDict>>)>;

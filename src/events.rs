@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::step::Event;
+use crate::health::State;
 
 const MAX_EVENTS: usize = 1000;
 
@@ -51,4 +51,55 @@ impl Events {
         }
         q.drain(..).collect()
     }
+}
+
+/// How loud an event is; the binding maps it to a Python logging level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// Not logged: what another process's prober already logged, passed on so that
+    /// this process acts on it (closes connections, interrupts queries).
+    Silent,
+    Info,
+    Warning,
+    Error,
+}
+
+/// A state change for Python's `logging`, handed over by `wait_events`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub severity: Severity,
+    pub message: String,
+    /// The node it is about, if one.
+    pub node: Option<usize>,
+    /// The node's new state, for a state change.
+    pub state: Option<State>,
+    /// The node was declared down for timeouts (frozen, blackholed): connections in
+    /// flight to it will not answer and should be interrupted.
+    pub interrupt: bool,
+}
+
+impl Event {
+    pub(crate) fn about(severity: Severity, message: String, node: usize) -> Event {
+        Event {
+            severity,
+            message,
+            node: Some(node),
+            state: None,
+            interrupt: false,
+        }
+    }
+
+    pub(crate) fn cluster(severity: Severity, message: String) -> Event {
+        Event {
+            severity,
+            message,
+            node: None,
+            state: None,
+            interrupt: false,
+        }
+    }
+}
+
+pub(crate) fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "unknown".into(), |v| v.to_string())
 }

@@ -36,7 +36,9 @@ impl FaultKind {
         }
     }
 
-    /// The kind named `name` (`as_str`), for faults reported from Python.
+    /// The kind named `name` (`as_str`): tests name kinds (Python reports failures,
+    /// which the core classifies itself).
+    #[cfg(test)]
     pub fn from_name(name: &str) -> Option<FaultKind> {
         Self::ALL.into_iter().find(|k| k.as_str() == name)
     }

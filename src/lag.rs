@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use crate::config::{ClusterConfig, Role};
 use crate::health::State;
+use crate::node_status::NodeStatus;
 use crate::probe::Sample;
-use crate::step::NodeStatus;
 
 /// `pg_stat_wal_receiver.status` as the probe reports it when the probe user may not
 /// read it (no `pg_read_all_stats`): a receiver exists, its status is unknown.

@@ -1,27 +1,38 @@
 //! django-replica-router's core: node settings, bounded background health probing,
 //! per-node health state machines, and lock-free weighted read selection.
 //!
-//! Pure logic (`settings`, `config`, `probe`, `health`, `step`, `select`, `report`)
-//! has no Python in it and is tested with `cargo test`. The PyO3 layer binds it:
-//! `bindings` (the `Cluster` class), `router` (`ReadWriteRouter`'s native methods),
-//! `py_settings` (settings in, `ConfigError` out),
-//! `context` (`RouteState`), `django_conn` (Django's transaction flag), with
-//! `lifecycle` (the prober per process), `monitor` (its thread), `shm` (one prober
-//! per host, its health shared through a segment), `events` and `rng`.
+//! Three layers, each using only its own and those below (docs/architecture.md,
+//! "Layers"; checked by tests/fast/test_rust_layout.py):
+//! - pure logic, no PyO3 and no threads, tested with `cargo test`: `config`,
+//!   `settings`, `fault`, `probe` and `tls` (one bounded probe), `health`,
+//!   `node_status`, `lag`, `roles`, `select`, `clock`, `events`, `engine_state`,
+//!   `step`, `own_error`;
+//! - the runtime, no PyO3: `shared` (what the bindings and the prober share),
+//!   `report` (status), `fork`, `rng`, `monitor` (the prober thread), `shm` (one
+//!   prober per host, its health shared through a segment), `lifecycle` (the prober
+//!   per process);
+//! - the PyO3 layer: `bindings` (the `Cluster` class), `router` (`ReadWriteRouter`'s
+//!   native methods), `py_settings` (settings in, `ConfigError` out), `context`
+//!   (`RouteState`), `django_conn` (Django's transaction flag).
+//!
 //! Modules are private: the compiler reports what nothing uses.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod bindings;
+mod clock;
 mod config;
 mod context;
 mod django_conn;
+mod engine_state;
 mod events;
 mod fault;
+mod fork;
 mod health;
 mod lag;
 mod lifecycle;
 mod monitor;
+mod node_status;
 mod own_error;
 mod probe;
 mod py_settings;
@@ -31,6 +42,7 @@ mod roles;
 mod router;
 mod select;
 mod settings;
+mod shared;
 mod shm;
 mod step;
 mod tls;

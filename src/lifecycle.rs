@@ -3,35 +3,18 @@
 //! trusted there), stopped by `close()` or when the Python object is dropped.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 
-use crate::events::Events;
-use crate::monitor::{Engine, Shared};
+use crate::events::{Event, Events, Severity};
+use crate::fork::{install_fork_hook, FORK_GENERATION};
+use crate::monitor::Engine;
 use crate::probe::Fault;
 use crate::report::ProberView;
+use crate::shared::Shared;
 use crate::shm::{Off, Sharing};
-use crate::step::{Event, Severity};
-
-/// Bumped in the child after every `fork()`.
-pub(crate) static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
-
-extern "C" fn after_fork_in_child() {
-    // Only an atomic add: nothing else is async-signal-safe here.
-    FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
-}
-
-pub(crate) fn install_fork_hook() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: registering a handler that only touches an atomic.
-        unsafe {
-            libc::pthread_atfork(None, None, Some(after_fork_in_child));
-        }
-    });
-}
 
 const NOT_STARTED: u64 = u64::MAX;
 
@@ -40,7 +23,7 @@ enum Runner {
     /// Its own prober (sharing off, or not possible).
     Solo(Arc<Engine>),
     /// The host's shared prober: this process leads or follows.
-    Shared(Arc<Sharing>),
+    Shared(Arc<Sharing<Engine>>),
 }
 
 /// What one fork generation of a process runs for a cluster.

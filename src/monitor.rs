@@ -7,129 +7,23 @@
 //! shared health, the leader's engine also writes every publish to the segment.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwapOption;
 use tokio::sync::{watch, Notify};
 use tokio::time::MissedTickBehavior;
 
-use crate::config::ClusterConfig;
-use crate::events::{lock, Events};
-use crate::own_error::OwnErrors;
+use crate::engine_state::EngineState;
+use crate::events::{lock, Event, Events, Severity};
+use crate::node_status::NodeStatus;
 use crate::probe::{Fault, FaultKind, Prober, Sample};
 use crate::report::ProberView;
-use crate::roles::Roles;
-use crate::select::{Snapshot, REASON_COUNT};
-use crate::shm::Publisher;
-use crate::step::{self, build_snapshot, EngineState, Event, Severity};
-
-/// What lives as long as the Python object: config, the published snapshot, counters.
-pub struct Shared {
-    pub config: ClusterConfig,
-    pub snapshot: ArcSwap<Snapshot>,
-    /// Reads routed, per node and per reason.
-    pub reads: Vec<[AtomicU64; REASON_COUNT]>,
-    pub writes: AtomicU64,
-    /// This process's own configuration errors (never shared; see `own_error`).
-    pub(crate) own: OwnErrors,
-    /// Bumped whenever the published roles change (which node an alias connects to,
-    /// or who takes writes): a connection opened before is checked before reuse.
-    pub role_epoch: AtomicU64,
-    /// Changes of primary seen by this process.
-    pub role_changes: AtomicU64,
-    /// The roles last published and the last primary known (kept through a gap), and
-    /// a condition for those waiting for a primary.
-    roles_seen: Mutex<(Arc<Roles>, Option<usize>)>,
-    roles_changed: Condvar,
-}
-
-impl Shared {
-    /// Whether node `idx` takes reads (or is a fallback) in the published snapshot.
-    pub(crate) fn takes_reads(&self, idx: usize) -> bool {
-        let snapshot = self.snapshot.load();
-        snapshot
-            .roles
-            .slot_of(idx)
-            .and_then(|slot| snapshot.nodes.get(slot))
-            .is_some_and(|n| n.eligible || n.live)
-    }
-
-    /// After a publish: if the roles changed, bump the epoch, count a change of
-    /// primary, and wake those waiting for one.
-    pub(crate) fn note_roles(&self) {
-        let roles = Arc::clone(&self.snapshot.load().roles);
-        let mut seen = lock(&self.roles_seen);
-        if seen.0.writer == roles.writer && seen.0.targets == roles.targets {
-            return;
-        }
-        if let Some(new) = roles.writer_node() {
-            if seen.1.is_some_and(|last| last != new) {
-                self.role_changes.fetch_add(1, Ordering::Relaxed);
-            }
-            seen.1 = Some(new);
-        }
-        seen.0 = roles;
-        self.role_epoch.fetch_add(1, Ordering::Release);
-        drop(seen);
-        self.roles_changed.notify_all();
-    }
-
-    /// The last node known as primary (kept through a gap).
-    pub(crate) fn last_writer(&self) -> Option<usize> {
-        lock(&self.roles_seen).1
-    }
-
-    /// Waits (at most `timeout`) for the published roles to change from `epoch`.
-    pub(crate) fn wait_roles(&self, epoch: u64, timeout: Duration) {
-        let guard = lock(&self.roles_seen);
-        if self.role_epoch.load(Ordering::Acquire) != epoch {
-            return;
-        }
-        let _ = self.roles_changed.wait_timeout(guard, timeout);
-    }
-
-    /// Takes node `idx` out of reads in the published snapshot now (a passive fault),
-    /// until the prober publishes what it made of it.
-    pub(crate) fn exclude(&self, idx: usize, now: Instant) {
-        let bit = if idx < 64 { 1u64 << idx } else { 0 };
-        self.snapshot.rcu(|s| Arc::new(s.without(bit, now)));
-    }
-
-    /// Node `idx` refused this process's login: out of this process's reads now and
-    /// `misconfigured` in its `status()`. True when newly so (log it once).
-    pub(crate) fn own_error(&self, idx: usize, fault: Fault, now: Instant) -> bool {
-        let new = self.own.mark(idx, fault, now);
-        self.exclude(idx, now);
-        new
-    }
-
-    pub fn new(config: ClusterConfig) -> Shared {
-        let weights: Vec<f64> = config.nodes.iter().map(|n| n.weight).collect();
-        let reads = config
-            .nodes
-            .iter()
-            .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
-            .collect();
-        let n = config.nodes.len();
-        Shared {
-            snapshot: ArcSwap::from_pointee(Snapshot::cold(&weights, Instant::now())),
-            own: OwnErrors::new(config.nodes.len()),
-            config,
-            reads,
-            writes: AtomicU64::new(0),
-            role_epoch: AtomicU64::new(0),
-            role_changes: AtomicU64::new(0),
-            roles_seen: Mutex::new((Arc::new(Roles::initial(n)), None)),
-            roles_changed: Condvar::new(),
-        }
-    }
-
-    pub fn weights(&self) -> Vec<f64> {
-        self.config.nodes.iter().map(|n| n.weight).collect()
-    }
-}
+use crate::select::Snapshot;
+use crate::shared::Shared;
+use crate::shm::{Probing, Publisher};
+use crate::step::{self, build_snapshot};
 
 /// One process's prober. Replaced whole after a fork; never dropped in a child.
 pub struct Engine {
@@ -158,7 +52,7 @@ impl Engine {
         shared: Arc<Shared>,
         events: Arc<Events>,
         publisher: Option<Arc<Publisher>>,
-        seed: Option<Vec<step::NodeStatus>>,
+        seed: Option<Vec<NodeStatus>>,
     ) -> Arc<Engine> {
         let now = Instant::now();
         let cfg = &shared.config;
@@ -357,6 +251,35 @@ impl Engine {
             }
         }
         was_in_reads
+    }
+}
+
+/// How the host's shared prober (`shm::Sharing`) runs this engine when its process
+/// leads: the inherent methods above, unchanged.
+impl Probing for Engine {
+    fn start(
+        shared: Arc<Shared>,
+        events: Arc<Events>,
+        publisher: Option<Arc<Publisher>>,
+        seed: Option<Vec<NodeStatus>>,
+    ) -> Arc<Engine> {
+        Engine::start(shared, events, publisher, seed)
+    }
+
+    fn reprobe(&self) {
+        Engine::reprobe(self);
+    }
+
+    fn report_passive(&self, idx: usize, fault: Fault, now: Instant) -> bool {
+        Engine::report_passive(self, idx, fault, now)
+    }
+
+    fn view(&self, shared: bool) -> ProberView {
+        Engine::view(self, shared)
+    }
+
+    fn stop(&self) {
+        Engine::stop(self);
     }
 }
 

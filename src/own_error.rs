@@ -14,8 +14,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::events::lock;
+use crate::node_status::NodeStatus;
 use crate::probe::Fault;
-use crate::step::NodeStatus;
 
 /// The least time a node stays out of this process's reads after its login failed.
 pub(crate) const HOLD: Duration = Duration::from_secs(30);
@@ -96,8 +96,8 @@ fn mask_of(marks: &[Option<(Fault, Instant)>]) -> u64 {
 mod tests {
     use super::*;
     use crate::config::tests::cluster;
+    use crate::engine_state::EngineState;
     use crate::probe::FaultKind;
-    use crate::step::EngineState;
 
     fn auth() -> Fault {
         Fault {

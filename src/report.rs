@@ -7,10 +7,10 @@ use std::time::{Instant, SystemTime};
 
 use crate::config::ClusterConfig;
 use crate::health::State;
-use crate::monitor::Shared;
+use crate::node_status::NodeStatus;
 use crate::probe::format_lsn;
 use crate::select::{REASON_COUNT, REASON_NAMES};
-use crate::step::NodeStatus;
+use crate::shared::Shared;
 
 /// What this process knows of the prober: its own, or the shared one of the host.
 pub(crate) struct ProberView {

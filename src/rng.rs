@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::lifecycle::FORK_GENERATION;
+use crate::fork::FORK_GENERATION;
 
 const NOT_SEEDED: u64 = u64::MAX;
 

@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use crate::config::ClusterConfig;
-use crate::step::NodeStatus;
+use crate::node_status::NodeStatus;
 
 /// Who takes writes now.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,42 +6,10 @@ use std::time::Instant;
 
 use crate::roles::Roles;
 
-/// Why a read went where it went. The order is the index of its counter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Reason {
-    Weighted = 0,
-    Transaction = 1,
-    Pinned = 2,
-    UsePrimary = 3,
-    ReadYourWrites = 4,
-    InstanceHint = 5,
-    LagFallback = 6,
-    DownFallback = 7,
-    /// A read run again on another node after its node failed under it.
-    Retried = 8,
-    /// Under a test runner without `TEST_REPLICA_READS`: every read goes to the primary.
-    TestPrimary = 9,
-    /// Every replica is over a lag limit: a read that needs no fresh data served by a
-    /// least-lagged replica under `LAG_CEILING_SECONDS` (the herd policy).
-    LagTolerated = 10,
-}
+mod reason;
+mod retry;
 
-pub const REASON_COUNT: usize = 11;
-
-pub const REASON_NAMES: [&str; REASON_COUNT] = [
-    "weighted",
-    "transaction",
-    "pinned",
-    "use_primary",
-    "read_your_writes",
-    "instance_hint",
-    "lag_fallback",
-    "down_fallback",
-    "retried",
-    "test_primary",
-    "lag_tolerated",
-];
+pub use reason::{Reason, REASON_COUNT, REASON_NAMES};
 
 /// What the pick path needs to know about one node.
 #[derive(Clone, Debug)]
@@ -105,7 +73,7 @@ pub struct Snapshot {
     valid_until: Option<Instant>,
     /// Where reads go when nothing is eligible (valid until `valid_until`).
     fallback: (usize, Reason),
-    /// `valid_until` on the coarse clock (`context::coarse_ns`), minus a margin for
+    /// `valid_until` on the coarse clock (`clock::coarse_ns`), minus a margin for
     /// its resolution, so the fast path can skip reading the fine clock.
     valid_until_coarse: u64,
     /// Bit `i`: node `i` (below 64) is eligible at build time, and so until
@@ -146,7 +114,7 @@ impl Snapshot {
             None => u64::MAX,
             Some(v) => {
                 let left = v.saturating_duration_since(now).as_nanos() as u64;
-                (crate::context::coarse_ns() + left).saturating_sub(COARSE_MARGIN_NS)
+                (crate::clock::coarse_ns() + left).saturating_sub(COARSE_MARGIN_NS)
             }
         };
         Snapshot {
@@ -179,7 +147,7 @@ impl Snapshot {
     /// clock) the fine clock is not read at all.
     #[inline]
     pub fn pick_now(&self, r: f64) -> (usize, Reason) {
-        if crate::context::coarse_ns() <= self.valid_until_coarse {
+        if crate::clock::coarse_ns() <= self.valid_until_coarse {
             return self.pick_valid(r);
         }
         self.pick(Instant::now(), r)
@@ -254,57 +222,6 @@ impl Snapshot {
         last
     }
 
-    /// A pick among nodes that have replayed at least `min_lsn` (the primary always
-    /// has). Used for read-your-writes across requests.
-    pub fn pick_min_lsn(&self, now: Instant, r: f64, min_lsn: u64) -> (usize, Reason) {
-        let caught_up = |(i, n): (usize, &SnapNode)| i == 0 || n.visible_lsn >= min_lsn;
-        if let Some(choice) = self.pick_where(now, r, caught_up, Reason::ReadYourWrites) {
-            return choice;
-        }
-        if self.nodes.first().is_some_and(|p| p.live_at(now)) {
-            return (0, Reason::ReadYourWrites);
-        }
-        fallback(&self.nodes, now)
-    }
-
-    /// Where to run a read again after it failed on the nodes in `tried` (a bit per
-    /// node): a weighted pick among eligible nodes not tried yet (of those that have
-    /// replayed `min_lsn`, when given); else an untried live node (the primary first,
-    /// then the replica that replayed the most); else the primary if untried, so that
-    /// Django raises its own error. `None` when every node was tried.
-    pub fn pick_retry(
-        &self,
-        now: Instant,
-        r: f64,
-        tried: u64,
-        min_lsn: Option<u64>,
-    ) -> Option<usize> {
-        let untried = |i: usize| i >= 64 || tried & (1u64 << i) == 0;
-        let caught_up = |(i, n): (usize, &SnapNode)| {
-            untried(i) && (i == 0 || min_lsn.is_none_or(|lsn| n.visible_lsn >= lsn))
-        };
-        if let Some((i, _)) = self.pick_where(now, r, caught_up, Reason::Retried) {
-            return Some(i);
-        }
-        if untried(0) && self.nodes.first().is_some_and(|p| p.live_at(now)) {
-            return Some(0);
-        }
-        if min_lsn.is_none() {
-            let best = self
-                .nodes
-                .iter()
-                .enumerate()
-                .skip(1)
-                .filter(|&(i, n)| untried(i) && n.live_at(now))
-                .max_by_key(|(_, n)| n.visible_lsn)
-                .map(|(i, _)| i);
-            if best.is_some() {
-                return best;
-            }
-        }
-        untried(0).then_some(0)
-    }
-
     /// A copy in which the aliases connected to `excluded` nodes (a bit per node)
     /// take no reads until the prober publishes again: nodes that just failed under
     /// real traffic.
@@ -338,7 +255,7 @@ impl Snapshot {
     /// coarse clock) the fine clock is not read at all.
     #[inline]
     pub fn is_eligible_now(&self, i: usize) -> bool {
-        if i < 64 && crate::context::coarse_ns() <= self.valid_until_coarse {
+        if i < 64 && crate::clock::coarse_ns() <= self.valid_until_coarse {
             return self.eligible_mask >> i & 1 == 1;
         }
         self.is_eligible(i, Instant::now())

@@ -5,131 +5,14 @@
 use std::time::{Duration, Instant};
 
 use crate::config::{ClusterConfig, Role};
-use crate::health::{Health, State, WalHistory};
+use crate::engine_state::EngineState;
+use crate::events::{fmt_opt, Event, Severity};
+use crate::health::State;
 use crate::lag;
+use crate::node_status::NodeStatus;
 use crate::probe::{Fault, FaultKind, Sample};
-use crate::roles::{observe_roles, Roles};
+use crate::roles::observe_roles;
 use crate::select::{SnapNode, Snapshot};
-
-/// How loud an event is; the binding maps it to a Python logging level.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Severity {
-    /// Not logged: what another process's prober already logged, passed on so that
-    /// this process acts on it (closes connections, interrupts queries).
-    Silent,
-    Info,
-    Warning,
-    Error,
-}
-
-/// A state change for Python's `logging`, handed over by `wait_events`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Event {
-    pub severity: Severity,
-    pub message: String,
-    /// The node it is about, if one.
-    pub node: Option<usize>,
-    /// The node's new state, for a state change.
-    pub state: Option<State>,
-    /// The node was declared down for timeouts (frozen, blackholed): connections in
-    /// flight to it will not answer and should be interrupted.
-    pub interrupt: bool,
-}
-
-impl Event {
-    pub(crate) fn about(severity: Severity, message: String, node: usize) -> Event {
-        Event {
-            severity,
-            message,
-            node: Some(node),
-            state: None,
-            interrupt: false,
-        }
-    }
-
-    pub(crate) fn cluster(severity: Severity, message: String) -> Event {
-        Event {
-            severity,
-            message,
-            node: None,
-            state: None,
-            interrupt: false,
-        }
-    }
-}
-
-/// Everything known about one node, for `status()`.
-#[derive(Clone, Debug)]
-pub struct NodeStatus {
-    pub health: Health,
-    pub sample: Option<Sample>,
-    pub last_probe: Option<Instant>,
-    pub latency: Option<Duration>,
-    pub last_error: Option<Fault>,
-    pub lag_bytes: Option<u64>,
-    pub lag_seconds: Option<f64>,
-    /// `lag_seconds` is a measure, not a lower bound (the replica is not behind every
-    /// position the prober remembers, as right after start-up). Only the prober's own
-    /// state has it: the shared segment carries its effect (`SnapNode::tolerated`).
-    pub lag_exact: bool,
-    /// A replica that is not in recovery (promoted), or a primary that is.
-    pub role_mismatch: bool,
-    pub probes: u64,
-    pub failed_probes: u64,
-    /// Failures of real connections or queries reported by the database backend.
-    pub passive_faults: u64,
-}
-
-pub(crate) struct EngineState {
-    pub(crate) nodes: Vec<NodeStatus>,
-    pub(crate) primary_wal: WalHistory,
-    /// Whether "two nodes claim primary" has been reported for the current episode.
-    pub(crate) split_brain_reported: bool,
-    /// Where reads go while lag keeps replicas out, as last logged.
-    pub(crate) herd: lag::Herd,
-    /// Since when distinct servers have claimed primary (reported only once it lasts
-    /// the staleness window: a proxy's check window flips roles for a moment).
-    pub(crate) split_since: Option<Instant>,
-    /// The roles as last observed.
-    pub(crate) roles: Roles,
-    /// The last node known as primary (kept through a gap), for naming changes.
-    pub(crate) last_writer: Option<usize>,
-    /// Changes of primary seen (a switchover or failover each).
-    pub(crate) role_changes: u64,
-}
-
-impl EngineState {
-    pub(crate) fn new(cfg: &ClusterConfig, now: Instant) -> EngineState {
-        let nodes = cfg
-            .nodes
-            .iter()
-            .map(|_| NodeStatus {
-                health: Health::new(cfg.fall, cfg.rise, now),
-                sample: None,
-                last_probe: None,
-                latency: None,
-                last_error: None,
-                lag_bytes: None,
-                lag_seconds: None,
-                lag_exact: false,
-                role_mismatch: false,
-                probes: 0,
-                failed_probes: 0,
-                passive_faults: 0,
-            })
-            .collect();
-        EngineState {
-            nodes,
-            primary_wal: WalHistory::default(),
-            split_brain_reported: false,
-            herd: lag::Herd::Normal,
-            split_since: None,
-            roles: Roles::initial(cfg.nodes.len()),
-            last_writer: None,
-            role_changes: 0,
-        }
-    }
-}
 
 /// Folds one probe outcome of node `idx` into the state; returns the events.
 pub(crate) fn observe(
@@ -349,10 +232,6 @@ fn transition_event(
             idx,
         )
     }
-}
-
-pub(crate) fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
-    v.map_or_else(|| "unknown".into(), |v| v.to_string())
 }
 
 /// The pick path's view, one entry per alias (primary alias first), each describing

@@ -317,11 +317,23 @@ class Cluster:
         """Wait (GIL released) for state-change events: [(logging level, message,
         alias or None, new state or None, interrupt in-flight connections)]. Level 0:
         not to be logged (the host's shared prober logged it)."""
-    def report_fault(self, alias: str, kind: str, message: str, node: int | None = None) -> bool:
-        """A real connection or query on ``alias`` failed for a node fault ``kind``:
-        the node leaves reads now and is re-probed at once. Returns whether it was
-        taking reads. No I/O, no waiting on a lock. ``node``: the node the connection
-        went to (default: where the alias connects now)."""
+    def report_failure(
+        self,
+        alias: str,
+        sqlstate: str | None,
+        message: str,
+        node: int | None = None,
+        *,
+        connecting: bool = False,
+    ) -> tuple[str | None, bool]:
+        """A real connection or query on ``alias`` failed (its SQLSTATE, if any, and
+        message): classified by the rules probes use and, for a node fault, reported in
+        the same call (the node leaves reads now and is re-probed at once; a
+        configuration error leaves this process's reads only). Returns ``(fault kind
+        or None, whether the node was taking reads)``; ``None``: not a node fault,
+        nothing reported. No I/O, no waiting on a lock. ``node``: the node the
+        connection went to (default: where the alias connects now); ``connecting``: a
+        connect's failure (its timeout is a connect failure, interrupting nothing)."""
     def connect_target(
         self, alias: str, wait: float = 0.0, avoid: int | None = None, fallback: bool = False
     ) -> tuple[int, str, int]:
@@ -331,6 +343,11 @@ class Cluster:
         (not ``avoid``); raises ``NoPrimary`` (at once for two primaries)."""
     def reprobe(self) -> None:
         """Re-probe every node now."""
+    def wait_probed(self, timeout: float | None = None) -> bool:
+        """Start the prober if needed and wait (GIL released) until no node is
+        ``unknown`` in ``status()`` (each answered, or failed ``FALL`` probes), at most
+        ``timeout`` seconds (default: ``PROBE_INTERVAL`` + 2 x ``PROBE_TIMEOUT``).
+        Returns whether every node's state is known."""
     @property
     def role_epoch(self) -> int:
         """Changes whenever the observed roles change."""

@@ -3,9 +3,12 @@ reads may run again elsewhere. The connections of each alias (down epochs, inter
 of a frozen node) live in :mod:`replica_router.node_connections`, re-exported here
 for the backend.
 
-The rules that say whether a failure is a node fault live in the Rust core
-(``_core.classify_failure``, the same rules as for probes); this module only takes
-what it needs out of a driver's exception (psycopg 3 or psycopg2).
+The rules that say whether a failure is a node fault live in the Rust core (the
+same rules as for probes): ``report`` hands the failure's SQLSTATE and message to
+``Cluster.report_failure``, which classifies it and reports a node fault in one
+call. This module only takes what it needs out of a driver's exception (psycopg 3
+or psycopg2). A node that goes down is counted once, by the state-change event the
+core emits for it (see :mod:`replica_router._runtime`), not again here.
 """
 
 from __future__ import annotations
@@ -45,7 +48,15 @@ def node_fault(exc: BaseException) -> str | None:
     """The fault kind when ``exc`` (a Django ``DatabaseError`` or a driver error) says
     the node failed, or refused this process's login (a configuration error, which the
     core keeps as this process's own: ``report`` never takes the node out for other
-    processes); ``None`` for application errors."""
+    processes); ``None`` for application errors. Classifies only: nothing is
+    reported."""
+    failure = _failure(exc)
+    return None if failure is None else _core.classify_failure(*failure)
+
+
+def _failure(exc: BaseException) -> tuple[str | None, str] | None:
+    """The SQLSTATE (if any) and message of a failure that may be a node's; ``None``
+    for one that never is."""
     from django.db import OperationalError
 
     from replica_router.roles import PrimaryUnavailable
@@ -58,7 +69,7 @@ def node_fault(exc: BaseException) -> str | None:
         # IntegrityError, ProgrammingError... never takes a node out.
         return None
     sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
-    return _core.classify_failure(sqlstate, str(cause))
+    return sqlstate, str(cause)
 
 
 def _is_driver_operational(err: BaseException) -> bool:
@@ -66,16 +77,22 @@ def _is_driver_operational(err: BaseException) -> bool:
     return any(c.__name__ == "OperationalError" for c in type(err).__mro__)
 
 
-def report(alias: str, kind: str, exc: BaseException, *, node: int | None = None) -> bool:
-    """Tell the core that ``alias`` failed under real traffic (no I/O, no waiting);
-    ``node``: the node the connection went to, when known (else where the alias
-    connects now). Returns whether the node was taking reads until now."""
+def report(
+    alias: str, exc: BaseException, *, node: int | None = None, connecting: bool = False
+) -> str | None:
+    """Tell the core that a connection or query of ``alias`` failed with ``exc`` (no
+    I/O, no waiting): one core call classifies it and, for a node fault, takes the
+    node out of reads (re-probing every node at once on the primary). Returns the
+    fault kind, ``None`` when ``exc`` is not a node fault. ``node``: the node the
+    connection went to, when known (else where the alias connects now);
+    ``connecting``: ``exc`` is a connect's failure (a timeout then interrupts no
+    open connection)."""
+    failure = _failure(exc)
+    if failure is None:
+        return None
     # Not built here: a fault before the first route has no cluster to tell.
     cluster = _runtime.cluster
     if cluster is None:
-        return False
-    cause = exc.__cause__ if exc.__cause__ is not None else exc
-    was_in_reads = cluster.report_fault(alias, kind, str(cause), node)
-    if was_in_reads:
-        note_down(alias)
-    return was_in_reads
+        return _core.classify_failure(*failure)
+    kind, _was_in_reads = cluster.report_failure(alias, *failure, node, connecting=connecting)
+    return kind

@@ -25,7 +25,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from replica_router.roles import primary_line, roles
-from replica_router.states import ANSWERING, UNKNOWN, WRITES
+from replica_router.states import ANSWERING, WRITES
 from replica_router.verdict import UNAVAILABLE, Verdict
 from replica_router.verdict import verdict as overall
 
@@ -37,25 +37,15 @@ logger = logging.getLogger("replica_router")
 #: (:func:`overall` is :func:`replica_router.verdict.verdict`).
 Overall = Verdict
 
-#: Longest wait for first probe answers in a process that has not probed yet.
-COLD_START_WAIT = 2.0
-
-
 def _nodes() -> list[dict[str, Any]]:
     """This process's status; right after a cold start, wait (bounded) for first answers
     so that a new worker does not report ``unavailable`` only because it never probed."""
     from replica_router import _runtime
 
     cluster = _runtime.get_cluster()
+    cluster.wait_probed()
     # Plain dicts from here on: the views read optional keys with .get().
-    nodes: list[dict[str, Any]] = [dict(n) for n in cluster.status()]
-    if any(n["state"] == UNKNOWN for n in nodes):
-        s = _runtime.get_settings()
-        deadline = time.monotonic() + min(COLD_START_WAIT, s.probe_interval + s.probe_timeout)
-        while time.monotonic() < deadline and any(n["state"] == UNKNOWN for n in nodes):
-            time.sleep(0.02)
-            nodes = [dict(n) for n in cluster.status()]
-    return nodes
+    return [dict(n) for n in cluster.status()]
 
 
 def _is_staff(request: HttpRequest) -> bool:

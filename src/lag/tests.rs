@@ -2,10 +2,12 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::config::tests::cluster;
+use crate::engine_state::EngineState;
+use crate::events::Event;
 use crate::probe::{Fault, FaultKind};
 use crate::select::Reason;
 use crate::step::tests::{sample_primary, sample_standby};
-use crate::step::{build_snapshot, observe, EngineState, Event};
+use crate::step::{build_snapshot, observe};
 
 fn defaults(weights: &[f64]) -> ClusterConfig {
     let mut cfg = cluster(weights);

@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use crate::config::ClusterConfig;
-use crate::step::{fmt_opt, EngineState, Event, Severity};
+use crate::engine_state::EngineState;
+use crate::events::{fmt_opt, Event, Severity};
 
 use super::{observe_roles, Writer};
 

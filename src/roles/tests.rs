@@ -2,10 +2,11 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::config::tests::cluster;
+use crate::engine_state::EngineState;
 use crate::probe::{Fault, FaultKind, Sample};
 use crate::select::Reason;
 use crate::step::tests::{sample_primary, sample_standby};
-use crate::step::{build_snapshot, observe, passive, EngineState};
+use crate::step::{build_snapshot, observe, passive};
 
 fn primary_on(tl: u32, started: u64) -> Sample {
     Sample {

@@ -11,7 +11,7 @@ fn base() -> (Instant, u64) {
 }
 
 pub(crate) fn now_ns() -> u64 {
-    crate::context::clock_ns(libc::CLOCK_MONOTONIC)
+    crate::clock::clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// Nanoseconds of CLOCK_MONOTONIC at `t` (at least 1: 0 means "none" in the segment).

@@ -6,19 +6,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::events::lock;
+use crate::events::{lock, Event, Severity};
 use crate::health::State;
 use crate::select::Snapshot;
-use crate::step::{Event, Severity};
 
 use super::segment::{Decoded, Rejected};
-use super::{clock, Sharing};
+use super::{clock, Probing, Sharing};
 
 /// A segment written more than this in the future is from another boot (the
 /// monotonic clock restarts at boot): ignored.
 const FUTURE_NS: u64 = 1_000_000_000;
 
-impl Sharing {
+impl<E: Probing> Sharing<E> {
     /// Reads the segment once; `Err` when it must not be trusted.
     pub(super) fn follow_once(&self) -> Result<(), String> {
         let seg = self.segment();

@@ -14,6 +14,7 @@ mod files;
 mod follow;
 mod housekeeping;
 mod key;
+mod probing;
 mod publish;
 mod segment;
 
@@ -24,12 +25,12 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
-use crate::events::{lock, Events};
-use crate::monitor::{Engine, Shared};
+use crate::events::{lock, Event, Events, Severity};
 use crate::probe::{Fault, FaultKind};
 use crate::report::ProberView;
-use crate::step::{Event, Severity};
+use crate::shared::Shared;
 
+pub(crate) use probing::Probing;
 pub(crate) use publish::Publisher;
 
 use files::Files;
@@ -49,7 +50,7 @@ pub(crate) enum Off {
 static CLAIMS: [AtomicU64; 32] = [const { AtomicU64::new(0) }; 32];
 
 fn claim_value(key: u64) -> u64 {
-    let generation = crate::lifecycle::FORK_GENERATION.load(Ordering::SeqCst);
+    let generation = crate::fork::FORK_GENERATION.load(Ordering::SeqCst);
     (key ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1
 }
 
@@ -74,14 +75,14 @@ fn claim(key: u64) -> Result<usize, Off> {
 }
 
 /// This process's side of the shared health of one cluster (one per fork generation).
-pub(crate) struct Sharing {
+pub(crate) struct Sharing<E: Probing> {
     shared: Arc<Shared>,
     events: Arc<Events>,
     files: Arc<Files>,
     key: u64,
     slot: usize,
     /// The prober, once this process leads (or probes alone after a bad segment).
-    engine: ArcSwapOption<Engine>,
+    engine: ArcSwapOption<E>,
     publisher: ArcSwapOption<Publisher>,
     /// The segment was rejected: this process probes on its own, for good.
     solo: AtomicBool,
@@ -97,9 +98,9 @@ pub(crate) struct Sharing {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl Sharing {
+impl<E: Probing> Sharing<E> {
     /// Opens the shared files and leads or follows; `Err` when sharing cannot work.
-    pub(crate) fn start(shared: Arc<Shared>, events: Arc<Events>) -> Result<Arc<Sharing>, Off> {
+    pub(crate) fn start(shared: Arc<Shared>, events: Arc<Events>) -> Result<Arc<Sharing<E>>, Off> {
         let n = shared.config.nodes.len();
         if n > MAX_NODES {
             return Err(Off::Warn(format!("more than {MAX_NODES} nodes")));
@@ -191,7 +192,7 @@ impl Sharing {
             publisher.set_applied(i, *c);
         }
         self.publisher.store(Some(Arc::clone(&publisher)));
-        let engine = Engine::start(
+        let engine = E::start(
             Arc::clone(&self.shared),
             Arc::clone(&self.events),
             Some(publisher),
@@ -205,7 +206,7 @@ impl Sharing {
         if self.solo.swap(true, Ordering::SeqCst) || self.engine.load().is_some() {
             return;
         }
-        let engine = Engine::start(
+        let engine = E::start(
             Arc::clone(&self.shared),
             Arc::clone(&self.events),
             None,
@@ -348,7 +349,7 @@ impl Sharing {
 
     /// In a child after `fork()`: frees what was inherited without touching any lock
     /// or thread of the parent's (they do not exist here), and never drops it.
-    pub(crate) fn abandon_in_child(this: Arc<Sharing>) {
+    pub(crate) fn abandon_in_child(this: Arc<Sharing<E>>) {
         CLAIMS[this.slot].store(0, Ordering::SeqCst);
         // SAFETY: `this` is forgotten right below and nothing in this process uses it
         // again (its threads were not forked; the engine is forgotten with it).

@@ -4,10 +4,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::events::lock;
+use crate::events::{lock, Event};
 use crate::health::State;
+use crate::node_status::NodeStatus;
 use crate::select::Snapshot;
-use crate::step::{Event, NodeStatus};
 
 use super::clock;
 use super::files::Files;

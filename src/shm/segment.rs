@@ -10,9 +10,9 @@
 
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
+use crate::node_status::NodeStatus;
 use crate::probe::FaultKind;
 use crate::select::SnapNode;
-use crate::step::NodeStatus;
 
 mod node;
 use node::{decode_node, encode_node};

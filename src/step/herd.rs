@@ -3,8 +3,9 @@
 
 use std::time::Instant;
 
-use super::{fmt_opt, EngineState, Event, Severity};
 use crate::config::ClusterConfig;
+use crate::engine_state::EngineState;
+use crate::events::{fmt_opt, Event, Severity};
 use crate::lag::{self, Herd};
 
 /// Logs where reads that need no fresh data go when lag keeps every replica out, once

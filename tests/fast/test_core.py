@@ -191,7 +191,36 @@ def test_cluster_lifecycle_and_cold_reads(cluster: _core.Cluster) -> None:
     assert cluster.closed and not cluster.running
 
 
-def test_report_fault_on_an_unknown_node(cluster: _core.Cluster) -> None:
-    """Proves: a fault reported for a node that was not taking reads (cold) says so."""
-    assert cluster.report_fault("replica", "connection_refused", "refused") is False
+def test_report_failure_on_an_unknown_node(cluster: _core.Cluster) -> None:
+    """Proves: a node fault reported for a node that was not taking reads (cold) is
+    classified and says so."""
+    assert cluster.report_failure("replica", None, "connection refused") == (
+        "connection_refused",
+        False,
+    )
     assert cluster.retry(["default", "replica"]) is None
+
+
+def test_wait_probed_until_every_state_is_known(cluster: _core.Cluster) -> None:
+    """Proves: ``wait_probed`` starts the prober and returns once no node is
+    ``unknown``: unreachable nodes are ``down`` after FALL failed probes (within the
+    default bound, PROBE_INTERVAL + 2 x PROBE_TIMEOUT); a NaN bound waits for nothing
+    and still says whether every state is known."""
+    assert cluster.wait_probed() is True
+    status = cluster.status()
+    assert [n["state"] for n in status] == ["down", "down"], status
+    assert cluster.wait_probed(float("nan")) is True
+
+
+def test_report_failure_classifies_before_it_reports(cluster: _core.Cluster) -> None:
+    """Proves: ``report_failure`` classifies by the rules of ``classify_failure`` in
+    the same call: an application error is no fault and reports nothing (no passive
+    fault counted); a connect's timeout is a connect failure; a query's stays a
+    timeout."""
+    assert cluster.report_failure("replica", "23505", "duplicate key") == (None, False)
+    assert cluster.report_failure("replica", "57014", "canceling statement") == (None, False)
+    assert [n["passive_faults"] for n in cluster.status()] == [0, 0]
+    timeout = "connection timeout expired"
+    assert cluster.report_failure("replica", None, timeout, connecting=True)[0] == "connection_failure"
+    assert cluster.report_failure("replica", None, timeout)[0] == "timeout"
+    assert cluster.report_failure("nope", None, timeout) == ("timeout", False)

@@ -1,7 +1,8 @@
 """``replica_router.faults`` and the core's failure rules, with no server.
 
 Which statements may run a second time (``is_read_only``), which failures take a
-node out (``_core.classify_failure`` through ``node_fault``), and which sockets
+node out (``_core.classify_failure`` through ``node_fault``, and
+``Cluster.report_failure`` through ``report``), and which sockets
 ``interrupt`` shuts down (real socket pairs standing in for connections).
 """
 
@@ -161,10 +162,12 @@ def test_note_down_makes_older_connections_stale() -> None:
 
 
 def test_report_without_a_cluster_does_nothing(router_reset: None) -> None:
-    """Proves: a fault reported before the cluster exists is dropped (no cluster is
-    built on the request path's error branch)."""
+    """Proves: a fault reported before the cluster exists is classified but dropped
+    (no cluster is built on the request path's error branch); an error that is no
+    node fault is none either way."""
     assert _runtime.cluster is None
-    assert faults.report("default", "connection_refused", OperationalError("x")) is False
+    assert faults.report("default", OperationalError("connection refused")) == "connection_refused"
+    assert faults.report("default", IntegrityError("connection refused")) is None
     assert _runtime.cluster is None
 
 

@@ -167,6 +167,26 @@ def test_standby_stopped(healthy: LocalCluster, record_property: Record) -> None
     assert n["consecutive_successes"] >= RISE
 
 
+def test_a_passive_fault_counts_the_node_down_once(healthy: LocalCluster) -> None:
+    """Proves: one failure reported by the backend (one core call classifies and
+    reports it) takes the node out of reads at once and counts it down once: the
+    alias's down epoch grows by one (its older connections are closed once), not a
+    second time for the state change the core logs for it; the node rejoins after
+    RISE good probes."""
+    from replica_router import faults
+
+    wait_until(lambda: "replica" in reads(200), WINDOW + SLACK)
+    before = faults.down_epoch.get("replica", 0)
+    lost = OperationalError("server closed the connection unexpectedly")
+    assert faults.report("replica", lost) == "connection_failure"
+    assert replica_gets_no_reads()
+    wait_until(lambda: faults.down_epoch.get("replica", 0) > before, WINDOW + SLACK)
+    # Back after RISE good probes: by then every event of the fault was handled.
+    wait_until(lambda: "replica" in reads(200), (RISE + 2) * INTERVAL + SLACK)
+    assert faults.down_epoch.get("replica", 0) == before + 1
+    assert node("replica")["passive_faults"] >= 1
+
+
 def test_standby_sigstopped(healthy: LocalCluster, record_property: Record) -> None:
     """A frozen standby (SIGSTOP: TCP open, no answers) leaves reads within the
     detection window, probes time out, and reads never wait on it."""

@@ -184,7 +184,7 @@ st = c.status()
 reported = None
 if os.environ.get("RR_REPORT"):
     reported = {
-        "was_in_reads": c.report_fault("replica", "connection_refused", "refused"),
+        "was_in_reads": c.report_failure("replica", None, "connection refused")[1],
         "reads_right_after": sorted({c.read() for _ in range(200)}),
     }
     time.sleep(1.0)
@@ -337,7 +337,7 @@ def test_follower_process_reads_the_leaders_health(
 def test_passive_fault_in_a_follower_reaches_the_leader(
     lead_here: Path, healthy: LocalCluster, share_dir: Path
 ) -> None:
-    """``report_fault`` in a follower takes the node out of its reads at once, and the
+    """``report_failure`` in a follower takes the node out of its reads at once, and the
     leader (this process) applies it (passive fault counted, node re-probed)."""
     import replica_router
 

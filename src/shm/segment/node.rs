@@ -4,9 +4,9 @@
 use std::time::Instant;
 
 use crate::health::{Health, State};
+use crate::node_status::NodeStatus;
 use crate::probe::{Fault, FaultKind, Sample};
 use crate::select::SnapNode;
-use crate::step::NodeStatus;
 
 use super::super::clock;
 use super::{Counters, NODE_WORDS};

@@ -4,9 +4,10 @@ use std::time::{Duration, Instant};
 use super::node::{ERROR_BYTES, N_PROBES};
 use super::*;
 use crate::config::tests::cluster;
+use crate::engine_state::EngineState;
 use crate::probe::Fault;
 use crate::step::tests::{sample_primary, sample_standby};
-use crate::step::{build_snapshot, observe, passive, EngineState};
+use crate::step::{build_snapshot, observe, passive};
 
 fn words(nodes: usize) -> Vec<AtomicU64> {
     (0..words_for(nodes)).map(|_| AtomicU64::new(0)).collect()

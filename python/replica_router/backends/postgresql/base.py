@@ -154,16 +154,10 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]
         try:
             connection = super().get_new_connection(conn_params)
         except Exception as exc:
-            kind = faults.node_fault(exc) if self._rr_member() else None
-            if kind is not None:
-                if kind == "timeout":
-                    # A connect that timed out (through a proxy retrying a dead
-                    # backend, say) says nothing of the alias's open connections: a
-                    # connect failure, which takes it out of reads but interrupts
-                    # nothing (the prober's own timeouts do, for a frozen node).
-                    kind = "connection_failure"
-                # Takes the node out; on the primary, re-probes every node at once.
-                faults.report(self.alias, kind, exc, node=node)
+            if self._rr_member():
+                # A node fault takes the node out; on the primary, every node is
+                # re-probed at once. A connect's timeout interrupts nothing.
+                faults.report(self.alias, exc, node=node, connecting=True)
             raise
         self._rr_epoch = epoch
         self._rr_node, self._rr_role_epoch = node, role_epoch
@@ -247,10 +241,8 @@ class _RetryMixin:
             raise exc
         if roles.is_read_only_rejection(exc) and db.alias == _runtime.get_settings().primary:
             return self._rr_write_again(sql, params, exc, db._rr_node)
-        kind = faults.node_fault(exc)
-        if kind is None:
+        if faults.report(db.alias, exc, node=db._rr_node) is None:
             raise exc
-        faults.report(db.alias, kind, exc, node=db._rr_node)
         if not db._rr_may_retry() or not faults.is_read_only(sql):
             raise exc
         db._rr_discard()
@@ -314,11 +306,12 @@ def _run_elsewhere(tried: list[str], sql: str, params: Any, exc: DatabaseError) 
                 inner = other.create_cursor()
                 result = inner.execute(sql) if params is None else inner.execute(sql, params)
         except DatabaseError as again:
-            kind = faults.node_fault(again)
+            if connected:
+                kind = faults.report(alias, again, node=getattr(other, "_rr_node", None))
+            else:  # a failed connect was reported by get_new_connection
+                kind = faults.node_fault(again)
             if kind is None:
                 raise
-            if connected:  # a failed connect was reported by get_new_connection
-                faults.report(alias, kind, again, node=getattr(other, "_rr_node", None))
             if isinstance(other, DatabaseWrapper):
                 other._rr_discard()
             continue
