@@ -28,7 +28,7 @@ pyo3::create_exception!(
 );
 
 mod roles;
-mod status;
+pub(crate) mod status;
 
 /// Gives every `Cluster` an identity for the per-thread connection cache.
 static NEXT_CLUSTER_ID: AtomicU64 = AtomicU64::new(1);

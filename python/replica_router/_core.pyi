@@ -7,7 +7,10 @@ from typing_extensions import Self
 
 __all__ = [
     "REASONS",
+    "ROLES",
     "SETTINGS_KEYS",
+    "STATES",
+    "STATUS_PAGE_COLUMNS",
     "Cluster",
     "ConfigError",
     "NoPrimary",
@@ -18,6 +21,7 @@ __all__ = [
     "db_for_read",
     "db_for_write",
     "install_router",
+    "status_fields",
     "uninstall_router",
 ]
 
@@ -56,7 +60,10 @@ class _NodeStatusBase(TypedDict):
 
 class NodeStatus(_NodeStatusBase, total=False):
     """One node in ``status()``. The keys below are present once this process's
-    prober has started (``state`` is ``"unknown"`` without them)."""
+    prober has started (``state`` is ``"unknown"`` without them).
+
+    The core's table (``status_fields()``) defines every key; ``tests/fast/test_states.py``
+    checks that these keys, their types and which are required are the table's."""
 
     #: A live state whose last good probe is older than the staleness window.
     stale: bool
@@ -109,9 +116,55 @@ class Decisions(TypedDict):
     lag_tolerated: int
     writes: int
 
+class StatusMetric(TypedDict, total=False):
+    """How a status key is exported to Prometheus (``replica_router_<name>``)."""
+
+    #: ``gauge`` (the value times ``scale``), ``flag`` (1 when true), ``counter``,
+    #: ``onehot`` (a series per name of ``values``, labelled ``label``), ``per_key``
+    #: (a counter per key of a dict, labelled ``label``), ``info`` (``label``: the value).
+    kind: Literal["gauge", "flag", "counter", "onehot", "per_key", "info"]
+    name: str
+    help: str
+    scale: float
+    label: str
+    values: list[str]
+
+class StatusPage(TypedDict):
+    """Where the status page shows a status key: a column, and its formatter."""
+
+    column: str
+    show: str
+
+class StatusField(TypedDict):
+    """One key of a node's status (``status_fields()``)."""
+
+    name: str
+    #: Its Python type, as ``NodeStatus`` spells it.
+    type: str
+    doc: str
+    #: In every node's dict (else only once the prober started).
+    required: bool
+    metric: StatusMetric | None
+    #: Its heading in ``replica_status``'s table (``None``: not a column).
+    column: str | None
+    page: StatusPage | None
+    #: Staff see it in the readiness view's body.
+    ready: bool
+
 __version__: str
 #: Names of the read-decision reasons, by counter index.
 REASONS: list[str]
+#: Every node state, in the order the metrics export them.
+STATES: list[State]
+#: Every role.
+ROLES: list[Role]
+#: The status page's column headings, in order.
+STATUS_PAGE_COLUMNS: list[str]
+
+def status_fields() -> list[StatusField]:
+    """Every key of a node's status, in order: its type, doc, and how the metrics,
+    ``replica_status``, the status page and the readiness view show it."""
+
 #: The keys of ``REPLICA_ROUTER``.
 SETTINGS_KEYS: list[str]
 
