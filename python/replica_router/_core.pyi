@@ -341,8 +341,10 @@ class Cluster:
     def closed(self) -> bool: ...
     def decisions(self) -> Decisions:
         """Reads routed by reason, plus ``writes``."""
-    def status(self) -> list[NodeStatus]:
-        """One dict per node, primary first."""
+    def status(self, wait: float = 0.0) -> list[NodeStatus]:
+        """One dict per node, primary first. With ``wait``, first waits up to that many
+        seconds (GIL released) until no node is ``unknown`` (the one "wait until
+        probed", for a reader right after a cold start)."""
     def wait_events(self, timeout: float) -> list[tuple[int, str, str | None, State | None, bool]]:
         """Wait (GIL released) for state-change events: [(logging level, message,
         alias or None, new state or None, interrupt in-flight connections)]. Level 0:

@@ -195,12 +195,7 @@ def check_nodes(
         return []  # reported by E001
     if not set(databases) & set(s.aliases):
         return []
-    cluster = _runtime.get_cluster()
-    deadline = time.monotonic() + s.probe_interval + 2 * s.probe_timeout
-    nodes = cluster.status()
-    while time.monotonic() < deadline and any(n["state"] == UNKNOWN for n in nodes):
-        time.sleep(0.05)
-        nodes = cluster.status()
+    nodes = _runtime.get_cluster().status(wait=s.probe_interval + 2 * s.probe_timeout)
     messages: list[CheckMessage] = []
     for n in nodes:
         where = f"{n['configured_role']} {n['alias']!r} ({n['host']}:{n['port']})"

@@ -25,7 +25,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from replica_router.roles import primary_line, roles
-from replica_router.states import ANSWERING, PAGE_COLUMNS, STATUS_FIELDS, UNKNOWN, WRITES
+from replica_router.states import ANSWERING, PAGE_COLUMNS, STATUS_FIELDS, WRITES
 from replica_router.verdict import UNAVAILABLE, Verdict
 from replica_router.verdict import verdict as overall
 
@@ -47,15 +47,10 @@ def _nodes() -> list[dict[str, Any]]:
     from replica_router import _runtime
 
     cluster = _runtime.get_cluster()
+    s = _runtime.get_settings()
+    wait = min(COLD_START_WAIT, s.probe_interval + s.probe_timeout)
     # Plain dicts from here on: the views read optional keys with .get().
-    nodes: list[dict[str, Any]] = [dict(n) for n in cluster.status()]
-    if any(n["state"] == UNKNOWN for n in nodes):
-        s = _runtime.get_settings()
-        deadline = time.monotonic() + min(COLD_START_WAIT, s.probe_interval + s.probe_timeout)
-        while time.monotonic() < deadline and any(n["state"] == UNKNOWN for n in nodes):
-            time.sleep(0.02)
-            nodes = [dict(n) for n in cluster.status()]
-    return nodes
+    return [dict(n) for n in cluster.status(wait=wait)]
 
 
 def _is_staff(request: HttpRequest) -> bool:

@@ -2,11 +2,12 @@
 //! (`report`) as Python dicts, key by key from the one table (`report::fields`), and
 //! that table itself for the Python layer (metrics, views, `replica_status`).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use crate::health::State;
 use crate::report::fields::{Field, Metric, Value, FIELDS, PAGE_COLUMNS, ROLES, STATES};
 use crate::report::reports;
 
@@ -14,8 +15,15 @@ use super::Cluster;
 
 impl Cluster {
     /// See `status` (the Python method).
-    pub(super) fn status_impl<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    pub(super) fn status_impl<'py>(
+        &self,
+        py: Python<'py>,
+        wait: f64,
+    ) -> PyResult<Bound<'py, PyList>> {
         self.prober.ensure_started();
+        if wait > 0.0 {
+            py.detach(|| self.wait_settled(Duration::from_secs_f64(wait.min(3600.0))));
+        }
         let view = self.prober.view();
         let out = PyList::empty(py);
         for r in reports(&self.shared, view.as_ref(), Instant::now()) {
@@ -30,6 +38,31 @@ impl Cluster {
         Ok(out)
     }
 }
+
+impl Cluster {
+    /// The one "wait until probed": until no node is `unknown` (each answered, failed
+    /// FALL probes or is misconfigured), or `bound` passed. Right after a cold start a
+    /// reader would otherwise report nodes it has not looked at yet.
+    fn wait_settled(&self, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        loop {
+            let now = Instant::now();
+            let view = self.prober.view();
+            let unknown = reports(&self.shared, view.as_ref(), now).iter().any(|r| {
+                r.probed
+                    .as_ref()
+                    .is_none_or(|p| p.state() == State::Unknown)
+            });
+            if !unknown || now >= deadline {
+                return;
+            }
+            std::thread::sleep(POLL.min(deadline - now));
+        }
+    }
+}
+
+/// How often `wait_settled` looks again (a probe round takes at least a round trip).
+const POLL: Duration = Duration::from_millis(10);
 
 fn set(d: &Bound<'_, PyDict>, key: &str, v: Value) -> PyResult<()> {
     match v {

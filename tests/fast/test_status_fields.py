@@ -1,7 +1,8 @@
 """The one table of a node's status (``_core.status_fields()``) against everything
 that restates or consumes it: the stub's ``NodeStatus``, what a running core's
 ``status()`` returns, the metrics' families, ``replica_status``'s columns, the
-readiness view's staff keys and the status page's cells.
+readiness view's staff keys and the status page's cells; and
+``status(wait=...)``, the one wait for first probes.
 
 The literal lists below pin what users see (metric names, column headings): a
 change to the table that changes them fails here, on purpose.
@@ -262,3 +263,12 @@ def test_the_page_shows_every_part_the_table_gives_it() -> None:
     # Before the prober started: the required keys only.
     cold = {f["name"]: node[f["name"]] for f in FIELDS if f["required"] and f["name"] in node}
     assert "rr-badge rr-unknown" in page([{**cold, "state": "unknown"}])
+
+
+def test_status_waits_until_no_node_is_unknown(cluster: _core.Cluster) -> None:
+    """Proves: ``status(wait=...)``, the one "wait until probed" (the readiness view,
+    ``replica_status`` and ``check --database`` use it), returns once no node is
+    ``unknown``: here both unreachable nodes are down after FALL failed probes."""
+    nodes = cluster.status(wait=10)
+    assert [n["state"] for n in nodes] == ["down", "down"]
+    assert all(n["consecutive_failures"] >= 1 for n in nodes)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from argparse import ArgumentParser
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from django.core.management.base import BaseCommand
 
 from replica_router import _runtime
 from replica_router.roles import primary_line
-from replica_router.states import STATUS_FIELDS, UNKNOWN
+from replica_router.states import STATUS_FIELDS
 from replica_router.verdict import DEGRADED, EXIT_CODES, OK, UNAVAILABLE, Verdict, verdict
 
 if TYPE_CHECKING:
@@ -83,11 +82,7 @@ class Command(BaseCommand):
         cluster = _runtime.get_cluster()
         s = _runtime.get_settings()
         window = wait if wait is not None else s.probe_interval + 2 * s.probe_timeout
-        deadline = time.monotonic() + window
-        nodes = cluster.status()
-        while time.monotonic() < deadline and any(n["state"] == UNKNOWN for n in nodes):
-            time.sleep(0.05)
-            nodes = cluster.status()
+        nodes = cluster.status(wait=window)
         word = verdict(nodes)
         code = EXIT_CODES[word]
         roles = dict(cluster.roles())
