@@ -92,6 +92,8 @@ class NodeStatus(_NodeStatusBase, total=False):
     last_state_change: float
     last_probe: float | None
     last_good_probe_age: float | None
+    #: Unix time the server started (``pg_postmaster_start_time()``): a change is a restart.
+    server_started: float | None
     #: The process that probes: this one, or (``shared``) the host's elected worker.
     prober_pid: int
     #: Health is shared between the host's worker processes (``SHARE_HEALTH``).

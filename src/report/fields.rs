@@ -315,6 +315,9 @@ pub(crate) const FIELDS: &[Field] = &[
         P(|p| p.st.health.last_good.map(|t| p.now.saturating_duration_since(t).as_secs_f64()).into()),
         "Seconds since the node last answered a probe.")
         .metric(Metric::Gauge("node_last_good_probe_age_seconds", "Seconds since the node last answered a probe (absent before its first answer).", 1.0)),
+    Field::new("server_started", "float | None", P(|p| p.sample().and_then(|s| s.started_us).map(|us| us as f64 / 1e6).into()),
+        "Unix time the node's server started (`pg_postmaster_start_time()`): a change is a restart.")
+        .metric(Metric::Gauge("node_server_start_timestamp_seconds", "Unix time the node's server started (a change: a restart).", 1.0)),
     Field::new("prober_pid", "int", P(|p| p.prober_pid.into()),
         "The process that probes: this one, or (`shared`) the host's elected worker."),
     Field::new("shared", "bool", P(|p| p.shared.into()),

@@ -1,7 +1,7 @@
 """The one table of a node's status (``_core.status_fields()``) against everything
 that restates or consumes it: the stub's ``NodeStatus``, what a running core's
 ``status()`` returns, the metrics' families, ``replica_status``'s columns, the
-readiness view's staff keys and the status page's cells; and
+readiness view's staff keys, the status page's cells and the docs' snippet; and
 ``status(wait=...)``, the one wait for first probes.
 
 The literal lists below pin what users see (metric names, column headings): a
@@ -26,6 +26,7 @@ from replica_router import _core, states
 from replica_router.management.commands import replica_status
 from replica_router.metrics import ReplicaRouterCollector
 from tests.fast.test_core import STUB
+from tests.snippets import blocks_under
 from tests.support import ROOT, offline_databases
 
 FIELDS = states.STATUS_FIELDS
@@ -128,6 +129,7 @@ METRIC_FAMILIES = [
     "replica_router_node_probe_failures",
     "replica_router_node_last_state_change_timestamp_seconds",
     "replica_router_node_last_good_probe_age_seconds",
+    "replica_router_node_server_start_timestamp_seconds",
     "replica_router_writes",
     "replica_router_role_changes",
 ]
@@ -263,6 +265,21 @@ def test_the_page_shows_every_part_the_table_gives_it() -> None:
     # Before the prober started: the required keys only.
     cold = {f["name"]: node[f["name"]] for f in FIELDS if f["required"] and f["name"] in node}
     assert "rr-badge rr-unknown" in page([{**cold, "state": "unknown"}])
+
+
+def test_the_docs_snippet_lists_every_key(capsys: pytest.CaptureFixture[str]) -> None:
+    """Proves: ``docs/observability.md``'s snippet runs as written and prints one line
+    per status key, the new ``server_started`` with its metric among them."""
+    (block,) = [
+        b
+        for b in blocks_under("docs/observability.md", "`status()` and `decisions()`", "python")
+        if "STATUS_FIELDS" in b
+    ]
+    exec(compile(block, "observability.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == [f["name"] for f in FIELDS]
+    started = "server_started float | None node_server_start_timestamp_seconds"
+    assert started in lines
 
 
 def test_status_waits_until_no_node_is_unknown(cluster: _core.Cluster) -> None:
