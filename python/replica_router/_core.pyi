@@ -121,13 +121,13 @@ class Decisions(TypedDict):
 class StatusMetric(TypedDict, total=False):
     """How a status key is exported to Prometheus (``replica_router_<name>``)."""
 
-    #: ``gauge`` (the value times ``scale``), ``flag`` (1 when true), ``counter``,
+    #: ``gauge`` (the value divided by ``divisor``), ``flag`` (1 when true), ``counter``,
     #: ``onehot`` (a series per name of ``values``, labelled ``label``), ``per_key``
     #: (a counter per key of a dict, labelled ``label``), ``info`` (``label``: the value).
     kind: Literal["gauge", "flag", "counter", "onehot", "per_key", "info"]
     name: str
     help: str
-    scale: float
+    divisor: float
     label: str
     values: list[str]
 

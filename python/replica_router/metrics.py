@@ -163,9 +163,9 @@ def _add(family: Metric, spec: StatusMetric, value: Any, labels: list[str]) -> N
     elif kind == "flag":
         cast("GaugeMetricFamily", family).add_metric(labels, 1.0 if value else 0.0)
     elif value is not None:
-        scale = spec.get("scale", 1.0)
+        divisor = spec.get("divisor", 1.0)
         cast("GaugeMetricFamily | CounterMetricFamily", family).add_metric(
-            labels, float(value) * scale
+            labels, float(value) / divisor
         )
 
 

@@ -87,8 +87,8 @@ fn metric<'py>(py: Python<'py>, m: Metric) -> PyResult<Option<Bound<'py, PyDict>
     let d = PyDict::new(py);
     let (kind, name, help) = match m {
         Metric::None => return Ok(None),
-        Metric::Gauge(name, help, scale) => {
-            d.set_item("scale", scale)?;
+        Metric::Gauge(name, help, divisor) => {
+            d.set_item("divisor", divisor)?;
             ("gauge", name, help.to_owned())
         }
         Metric::Flag(name, help) => ("flag", name, help.to_owned()),

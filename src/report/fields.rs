@@ -123,7 +123,7 @@ impl Names {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Metric {
     None,
-    /// The value, times `scale` (no sample while `None`).
+    /// The value divided by the last number (a unit change; no sample while `None`).
     Gauge(&'static str, &'static str, f64),
     /// 1 when the value is true, else 0.
     Flag(&'static str, &'static str),
@@ -249,7 +249,7 @@ pub(crate) const FIELDS: &[Field] = &[
     Field::new("latency_ms", "float | None", P(|p| p.st.latency.map(|l| l.as_secs_f64() * 1000.0).into()),
         "Latency of the last probe, in milliseconds.")
         .column("probe ms").page("Probe latency", "ms")
-        .metric(Metric::Gauge("node_probe_latency_seconds", "Latency of the node's last probe.", 0.001)),
+        .metric(Metric::Gauge("node_probe_latency_seconds", "Latency of the node's last probe.", 1000.0)),
     Field::new("consecutive_failures", "int", P(|p| p.st.health.fail_streak.into()), "Failed probes in a row.")
         .column("fails").page("Failures in a row", "count")
         .metric(Metric::Gauge("node_consecutive_failures", "Failed probes in a row since the last good one.", 1.0)),
