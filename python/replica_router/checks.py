@@ -237,7 +237,7 @@ def check_roles(
     messages: list[CheckMessage] = []
     # After a switchover the configured primary is a standby and a replica is the
     # primary: writes follow it (docs/roles.md), nothing to report.
-    switched = nodes[0].get("observed_role") == "replica"
+    switched = nodes[0].get("observed_role") == REPLICA
     # A multi-host alias lists the cluster's servers, whatever their roles now: one
     # of its hosts being the primary is what libpq's form is for.
     multi = set(s.multi_host_aliases)

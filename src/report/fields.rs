@@ -224,7 +224,7 @@ pub(crate) const FIELDS: &[Field] = &[
         .column("role").page("Role (configured / observed)", "text").ready()
         .metric(Metric::Info("node", "Configuration of a node: its configured role.", "configured_role")),
     Field::new("observed_role", "Role | None",
-        P(|p| p.sample().map(|s| if s.in_recovery { "replica" } else { "primary" }).into()),
+        P(|p| p.sample().map(|s| if s.in_recovery { Role::Replica } else { Role::Primary }.as_str()).into()),
         "The role the last probe saw (replica: in recovery); `None` while no probe answered.")
         .column("seen as").page("Role (configured / observed)", "slash").ready()
         .metric(Metric::OneHot("node_observed_role",
