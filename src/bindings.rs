@@ -27,7 +27,7 @@ pyo3::create_exception!(
 
 mod faults;
 mod roles;
-mod status;
+pub(crate) mod status;
 mod wait;
 
 pub use faults::classify_failure;
@@ -317,9 +317,11 @@ impl Cluster {
         Ok(d)
     }
 
-    /// One dict per node, primary first; see `_core.pyi` (`NodeStatus`).
-    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        self.status_impl(py)
+    /// One dict per node, primary first; see `_core.pyi` (`NodeStatus`). With `wait`,
+    /// first waits up to that many seconds (GIL released) until no node is `unknown`.
+    #[pyo3(signature = (wait = 0.0))]
+    fn status<'py>(&self, py: Python<'py>, wait: f64) -> PyResult<Bound<'py, PyList>> {
+        self.status_impl(py, wait)
     }
 
     /// Waits up to `timeout` seconds (GIL released) for state-change events; returns

@@ -76,6 +76,7 @@ mod _core {
         m.add("REASONS", crate::select::REASON_NAMES.to_vec())?;
         m.add("SETTINGS_KEYS", crate::settings::KEYS.to_vec())?;
         crate::router::add_functions(m)?;
+        crate::bindings::status::add_to(m)?;
         // Class-level defaults; each raised error sets its own.
         let config_error = m.getattr("ConfigError")?;
         config_error.setattr("check_id", "replica_router.E001")?;

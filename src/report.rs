@@ -1,16 +1,24 @@
-//! What `status()` says about each node, as a plain struct built in the core: the
-//! staleness rule (a live node whose last good probe is too old counts as down)
-//! is applied here, once. The binding only converts it to a Python dict.
+//! What `status()` says about each node, built in the core from the prober's record
+//! (`NodeStatus`) and this process's own counters and roles. The keys, their types
+//! and how every consumer shows them are one table, `fields::FIELDS`; this module
+//! only gathers what its getters read. The staleness rule (a live node whose last
+//! good probe is too old counts as down) and the own-login rule (this process's own
+//! login failed: misconfigured) are applied here, once.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
 use crate::config::ClusterConfig;
+use crate::engine_state::EngineState;
 use crate::health::State;
 use crate::node_status::NodeStatus;
-use crate::probe::format_lsn;
+use crate::probe::{Fault, Sample};
+use crate::roles::Roles;
 use crate::select::{REASON_COUNT, REASON_NAMES};
 use crate::shared::Shared;
+
+pub(crate) mod fields;
 
 /// What this process knows of the prober: its own, or the shared one of the host.
 pub(crate) struct ProberView {
@@ -25,150 +33,172 @@ pub(crate) struct ProberView {
     pub snapshot_age: Option<f64>,
 }
 
-impl ProberView {
-    pub fn unix_time(&self, t: Instant) -> f64 {
-        let (wall, mono) = self.epoch;
-        let at = if t >= mono {
-            wall + (t - mono)
-        } else {
-            wall - (mono - t)
-        };
-        at.duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0)
+fn unix_time((wall, mono): (SystemTime, Instant), t: Instant) -> f64 {
+    let at = if t >= mono {
+        wall + (t - mono)
+    } else {
+        wall - (mono - t)
+    };
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// One node, as the table's getters read it.
+pub(crate) struct NodeReport<'a> {
+    pub cfg: &'a ClusterConfig,
+    pub idx: usize,
+    /// Reads routed to the node in this process, by reason (the core's order).
+    pub reads_by_reason: Vec<(&'static str, u64)>,
+    pub primary_now: bool,
+    pub connected_as: Option<String>,
+    /// `None` until the prober started in this process.
+    pub probed: Option<Probed<'a>>,
+}
+
+impl NodeReport<'_> {
+    pub fn node(&self) -> &crate::config::NodeConfig {
+        &self.cfg.nodes[self.idx]
     }
 }
 
-/// One node's report; see `_core.pyi` (`NodeStatus`) for what each field means.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct NodeReport {
-    pub alias: String,
-    pub configured_role: &'static str,
-    pub weight: f64,
-    pub host: String,
-    pub port: u16,
-    pub reads_routed: u64,
-    pub reads_by_reason: Vec<(&'static str, u64)>,
-    /// `None` until the prober started in this process.
-    pub probed: Option<Probed>,
-}
-
-/// What the prober knows about a node.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Probed {
-    pub state: &'static str,
-    pub stale: bool,
-    pub observed_role: Option<&'static str>,
-    pub role_mismatch: bool,
-    pub timeline: Option<u32>,
-    pub lag_bytes: Option<u64>,
-    pub lag_seconds: Option<f64>,
-    /// Why a lagging node is out of weighted reads (`lag::cause`).
-    pub lag_reason: Option<String>,
-    pub replay_paused: Option<bool>,
-    pub wal_receiver_status: Option<String>,
-    pub current_lsn: Option<String>,
-    pub receive_lsn: Option<String>,
-    pub replay_lsn: Option<String>,
-    pub latency_ms: Option<f64>,
-    pub consecutive_failures: u32,
-    pub consecutive_successes: u32,
-    pub probes: u64,
-    pub failed_probes: u64,
-    pub passive_faults: u64,
-    pub last_error: Option<String>,
-    pub error_class: Option<&'static str>,
-    pub last_state_change: f64,
-    pub last_probe: Option<f64>,
-    pub last_good_probe_age: Option<f64>,
+/// What the prober knows about a node, with what this process adds to it.
+pub(crate) struct Probed<'a> {
+    pub cfg: &'a ClusterConfig,
+    /// The prober's record (a fresh one when only this process's own login failed).
+    pub st: Cow<'a, NodeStatus>,
+    pub epoch: (SystemTime, Instant),
     pub prober_pid: u32,
     pub shared: bool,
     pub snapshot_age: Option<f64>,
+    /// A live node whose last good probe is older than the staleness window.
+    pub stale: bool,
+    /// This process's own login failed (`own_error`): misconfigured here, whatever
+    /// the prober says.
+    pub own: Option<Fault>,
+    pub now: Instant,
+}
+
+impl Probed<'_> {
+    pub fn state(&self) -> State {
+        if self.own.is_some() {
+            State::Misconfigured
+        } else if self.stale {
+            State::Down
+        } else {
+            self.st.health.state
+        }
+    }
+
+    pub fn sample(&self) -> Option<&Sample> {
+        self.st.sample.as_ref()
+    }
+
+    /// The error to show: this process's own, else the prober's last.
+    pub fn error(&self) -> Option<&Fault> {
+        self.own.as_ref().or(self.st.last_error.as_ref())
+    }
+
+    pub fn unix(&self, t: Instant) -> f64 {
+        unix_time(self.epoch, t)
+    }
+}
+
+/// The report of node `idx` from the prober's record `st` (no own error).
+pub(crate) fn probed<'a>(
+    cfg: &'a ClusterConfig,
+    st: &'a NodeStatus,
+    view: &ProberView,
+    now: Instant,
+) -> Probed<'a> {
+    let fresh = st.health.is_fresh(now, cfg.staleness_window());
+    Probed {
+        cfg,
+        st: Cow::Borrowed(st),
+        epoch: view.epoch,
+        prober_pid: view.prober_pid,
+        shared: view.shared,
+        snapshot_age: view.snapshot_age,
+        stale: st.health.state.is_live() && !fresh,
+        own: None,
+        now,
+    }
 }
 
 /// Every node's report, primary first.
-pub(crate) fn reports(shared: &Shared, view: Option<&ProberView>, now: Instant) -> Vec<NodeReport> {
+pub(crate) fn reports<'a>(
+    shared: &'a Shared,
+    view: Option<&'a ProberView>,
+    now: Instant,
+) -> Vec<NodeReport<'a>> {
     let cfg: &ClusterConfig = &shared.config;
-    let window = cfg.staleness_window();
-    cfg.nodes
-        .iter()
-        .enumerate()
-        .map(|(i, node)| {
+    let roles = std::sync::Arc::clone(&shared.snapshot.load().roles);
+    (0..cfg.nodes.len())
+        .map(|i| {
             let counters = &shared.reads[i];
             let reads_by_reason: Vec<(&'static str, u64)> = (0..REASON_COUNT)
                 .map(|r| (REASON_NAMES[r], counters[r].load(Ordering::Relaxed)))
                 .collect();
-            let probed = match (view, view.and_then(|v| v.nodes.get(i))) {
-                (Some(view), Some(st)) => {
-                    let fresh = st.health.is_fresh(now, window);
-                    let stale = st.health.state.is_live() && !fresh;
-                    let sample = st.sample.as_ref();
-                    Some(Probed {
-                        state: if stale { State::Down } else { st.health.state }.as_str(),
-                        stale,
-                        observed_role: sample.map(|s| {
-                            if s.in_recovery {
-                                "replica"
-                            } else {
-                                "primary"
-                            }
-                        }),
-                        role_mismatch: st.role_mismatch,
-                        timeline: sample.and_then(|s| s.timeline),
-                        lag_bytes: st.lag_bytes,
-                        lag_seconds: st.lag_seconds,
-                        lag_reason: if stale {
-                            None
-                        } else {
-                            crate::lag::cause(cfg, st)
-                        },
-                        replay_paused: sample.map(|s| s.replay_paused),
-                        wal_receiver_status: sample.and_then(|s| s.receiver_status.clone()),
-                        current_lsn: sample.and_then(|s| s.current_lsn).map(format_lsn),
-                        receive_lsn: sample.and_then(|s| s.receive_lsn).map(format_lsn),
-                        replay_lsn: sample.and_then(|s| s.replay_lsn).map(format_lsn),
-                        latency_ms: st.latency.map(|l| l.as_secs_f64() * 1000.0),
-                        consecutive_failures: st.health.fail_streak,
-                        consecutive_successes: st.health.ok_streak,
-                        probes: st.probes,
-                        failed_probes: st.failed_probes,
-                        passive_faults: st.passive_faults,
-                        last_error: st.last_error.as_ref().map(|f| f.message.clone()),
-                        error_class: st.last_error.as_ref().map(|f| f.kind.as_str()),
-                        last_state_change: view.unix_time(st.health.last_change),
-                        last_probe: st.last_probe.map(|t| view.unix_time(t)),
-                        last_good_probe_age: st
-                            .health
-                            .last_good
-                            .map(|t| now.saturating_duration_since(t).as_secs_f64()),
-                        prober_pid: view.prober_pid,
-                        shared: view.shared,
-                        snapshot_age: view.snapshot_age,
-                    })
-                }
-                _ => None,
-            };
-            let probed = match shared.own.get(i) {
-                // This process's own login failed: whatever the prober says.
-                Some(fault) => Some(Probed {
-                    state: State::Misconfigured.as_str(),
-                    stale: false,
-                    last_error: Some(fault.message),
-                    error_class: Some(fault.kind.as_str()),
-                    ..probed.unwrap_or_default()
+            let probed = view.and_then(|v| Some(probed(cfg, v.nodes.get(i)?, v, now)));
+            let probed = match (shared.own.get(i), probed) {
+                (Some(fault), Some(p)) => Some(Probed {
+                    own: Some(fault),
+                    ..p
                 }),
-                None => probed,
+                // The own login failed before the prober's first report: a fresh record.
+                (Some(fault), None) => {
+                    EngineState::new(cfg, now)
+                        .nodes
+                        .into_iter()
+                        .nth(i)
+                        .map(|st| Probed {
+                            cfg,
+                            st: Cow::Owned(st),
+                            epoch: (SystemTime::now(), now),
+                            prober_pid: 0,
+                            shared: false,
+                            snapshot_age: None,
+                            stale: false,
+                            own: Some(fault),
+                            now,
+                        })
+                }
+                (None, p) => p,
             };
             NodeReport {
-                alias: node.alias.clone(),
-                configured_role: node.role.as_str(),
-                weight: node.weight,
-                host: node.host.clone(),
-                port: node.port,
-                reads_routed: reads_by_reason.iter().map(|(_, v)| v).sum(),
+                cfg,
+                idx: i,
                 reads_by_reason,
+                primary_now: is_primary_now(cfg, &roles, i),
+                connected_as: connected_as(cfg, &roles, i),
                 probed,
             }
         })
         .collect()
+}
+
+/// Whether node `i` is the primary now: the writer, or the same server reached
+/// through another alias (a multi-host replica alias lists the primary too).
+fn is_primary_now(cfg: &ClusterConfig, roles: &Roles, i: usize) -> bool {
+    let nodes = &cfg.nodes;
+    roles.writer_node().is_some_and(|w| {
+        w == i
+            || nodes
+                .get(w)
+                .zip(nodes.get(i))
+                .is_some_and(|(a, b)| a.host == b.host && a.port == b.port && a.dbname == b.dbname)
+    })
+}
+
+/// The alias whose new connections go to node `i` now, if any: the alias of the
+/// slot that describes it, except a spare host of a multi-host primary alias (its
+/// connections go to the primary only).
+fn connected_as(cfg: &ClusterConfig, roles: &Roles, i: usize) -> Option<String> {
+    let nodes = &cfg.nodes;
+    let slot = roles.slot_of(i)?;
+    let n = nodes.get(slot)?;
+    if slot != 0 && n.database == nodes[0].database {
+        return None;
+    }
+    Some(n.database.clone())
 }

@@ -7,7 +7,10 @@ from typing_extensions import Self
 
 __all__ = [
     "REASONS",
+    "ROLES",
     "SETTINGS_KEYS",
+    "STATES",
+    "STATUS_PAGE_COLUMNS",
     "Cluster",
     "ConfigError",
     "NoPrimary",
@@ -18,100 +21,33 @@ __all__ = [
     "db_for_read",
     "db_for_write",
     "install_router",
+    "status_fields",
     "uninstall_router",
 ]
 
-#: A node's health state.
-State = Literal["up", "down", "lagging", "unknown", "misconfigured"]
-Role = Literal["primary", "replica"]
-#: Why a read went where it went (the counters of ``decisions()``).
-Reason = Literal[
-    "weighted",
-    "transaction",
-    "pinned",
-    "use_primary",
-    "read_your_writes",
-    "instance_hint",
-    "lag_fallback",
-    "down_fallback",
-    "retried",
-    "test_primary",
-    "lag_tolerated",
-]
-
-class _NodeStatusBase(TypedDict):
-    alias: str
-    configured_role: Role
-    weight: float
-    host: str
-    port: int
-    #: Reads routed to the node in this process, in all and by reason.
-    reads_routed: int
-    reads_by_reason: dict[str, int]
-    state: State
-    #: This node is the primary now (observed, whatever it was configured as).
-    primary_now: bool
-    #: The alias whose new connections go to this node now (``None``: none).
-    connected_as: str | None
-
-class NodeStatus(_NodeStatusBase, total=False):
-    """One node in ``status()``. The keys below are present once this process's
-    prober has started (``state`` is ``"unknown"`` without them)."""
-
-    #: A live state whose last good probe is older than the staleness window.
-    stale: bool
-    observed_role: Role | None
-    role_mismatch: bool
-    timeline: int | None
-    lag_bytes: int | None
-    lag_seconds: float | None
-    #: Why a lagging node is out of weighted reads (replay paused, over a limit, ...).
-    lag_reason: str | None
-    replay_paused: bool | None
-    wal_receiver_status: str | None
-    current_lsn: str | None
-    receive_lsn: str | None
-    replay_lsn: str | None
-    latency_ms: float | None
-    consecutive_failures: int
-    consecutive_successes: int
-    probes: int
-    failed_probes: int
-    #: Failures of real connections or queries reported by the database backend.
-    passive_faults: int
-    #: Password redacted.
-    last_error: str | None
-    error_class: str | None
-    last_state_change: float
-    last_probe: float | None
-    last_good_probe_age: float | None
-    #: The process that probes: this one, or (``shared``) the host's elected worker.
-    prober_pid: int
-    #: Health is shared between the host's worker processes (``SHARE_HEALTH``).
-    shared: bool
-    #: Seconds since the prober last published; ``None`` before its first publish.
-    snapshot_age: float | None
-
-class Decisions(TypedDict):
-    """Reads routed in this process by reason, and writes."""
-
-    weighted: int
-    transaction: int
-    pinned: int
-    use_primary: int
-    read_your_writes: int
-    instance_hint: int
-    lag_fallback: int
-    down_fallback: int
-    retried: int
-    test_primary: int
-    #: Every replica over a lag limit: read served by a least-lagged one (the herd policy).
-    lag_tolerated: int
-    writes: int
+from replica_router.status_types import Decisions as Decisions
+from replica_router.status_types import NodeStatus as NodeStatus
+from replica_router.status_types import Reason as Reason
+from replica_router.status_types import Role as Role
+from replica_router.status_types import State as State
+from replica_router.status_types import StatusField as StatusField
+from replica_router.status_types import StatusMetric as StatusMetric
+from replica_router.status_types import StatusPage as StatusPage
 
 __version__: str
 #: Names of the read-decision reasons, by counter index.
 REASONS: list[str]
+#: Every node state, in the order the metrics export them.
+STATES: list[State]
+#: Every role.
+ROLES: list[Role]
+#: The status page's column headings, in order.
+STATUS_PAGE_COLUMNS: list[str]
+
+def status_fields() -> list[StatusField]:
+    """Every key of a node's status, in order: its type, doc, and how the metrics,
+    ``replica_status``, the status page and the readiness view show it."""
+
 #: The keys of ``REPLICA_ROUTER``.
 SETTINGS_KEYS: list[str]
 
@@ -311,8 +247,10 @@ class Cluster:
     def closed(self) -> bool: ...
     def decisions(self) -> Decisions:
         """Reads routed by reason, plus ``writes``."""
-    def status(self) -> list[NodeStatus]:
-        """One dict per node, primary first."""
+    def status(self, wait: float = 0.0) -> list[NodeStatus]:
+        """One dict per node, primary first. With ``wait``, first waits up to that many
+        seconds (GIL released) until no node is ``unknown`` (the one "wait until
+        probed", for a reader right after a cold start)."""
     def wait_events(self, timeout: float) -> list[tuple[int, str, str | None, State | None, bool]]:
         """Wait (GIL released) for state-change events: [(logging level, message,
         alias or None, new state or None, interrupt in-flight connections)]. Level 0:

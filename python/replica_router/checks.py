@@ -120,7 +120,7 @@ def _standbys_hint(default: str) -> str:
         )
     example = "{" + ", ".join(f"{a!r}: {{'WEIGHT': 1}}" for a in standbys) + "}"
     return (
-        f'{default} Of these, {standbys} answer as hot standbys: e.g. REPLICA_ROUTER = '
+        f"{default} Of these, {standbys} answer as hot standbys: e.g. REPLICA_ROUTER = "
         f"{{'REPLICAS': {example}}}."
     )
 
@@ -246,7 +246,7 @@ def check_roles(
     messages: list[CheckMessage] = []
     # After a switchover the configured primary is a standby and a replica is the
     # primary: writes follow it (docs/roles.md), nothing to report.
-    switched = nodes[0].get("observed_role") == "replica"
+    switched = nodes[0].get("observed_role") == REPLICA
     # A multi-host alias lists the cluster's servers, whatever their roles now: one
     # of its hosts being the primary is what libpq's form is for.
     multi = set(s.multi_host_aliases)

@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from prometheus_client.core import (
@@ -30,7 +30,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from replica_router.states import ROLES, STATES, WRITES
+from replica_router.states import ROLES, STATES, STATUS_FIELDS, WRITES
+
+if TYPE_CHECKING:
+    from replica_router._core import StatusMetric
 
 __all__ = ["NODE_STATES", "ROLES", "ReplicaRouterCollector", "register", "serve", "unregister"]
 
@@ -49,9 +52,9 @@ class ReplicaRouterCollector(Collector):
 
     Every scrape calls ``replica_router.status()`` and ``replica_router.decisions()``
     (a copy of atomics, no I/O); the first one starts probing if nothing routed yet.
-    Reasons and optional keys are read from what ``status()`` returns, so counters that
-    the core adds later (a reason, ``passive_faults``) are exported without a change
-    here.
+    The families are the core's table of status keys (``STATUS_FIELDS``), and reasons
+    are read from what ``status()`` returns, so a key or a reason that the core adds
+    is exported without a change here.
 
     ``pid_label=True`` adds a ``pid`` label (this process's id at scrape time) to every
     series, for setups where several processes' scrapes end up in one job.
@@ -88,137 +91,82 @@ class ReplicaRouterCollector(Collector):
         *,
         describe: bool = False,
     ) -> Iterator[Metric]:
-        """The metric families for one ``status()`` and ``decisions()`` result.
+        """The metric families for one ``status()`` and ``decisions()`` result: one per
+        status key with a metric in the core's table (``STATUS_FIELDS``), then writes
+        and changes of primary.
 
-        Families of optional keys (``passive_faults``) appear only when a node has the
-        key, or when ``describe`` asks for every family.
+        A node family appears when a node has its key (so that a key an older core
+        lacks, such as ``passive_faults``, exports nothing), or when ``describe`` asks
+        for every family.
         """
         extra = ["pid"] if self.pid_label else []
         extra_values = [str(os.getpid())] if self.pid_label else []
-        node = ["alias", *extra]
-
-        def gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
-            return GaugeMetricFamily(
-                f"{PREFIX}_{name}", doc, labels=node if labels is None else labels
-            )
-
-        def counter(name: str, doc: str, labels: list[str] | None = None) -> CounterMetricFamily:
-            return CounterMetricFamily(
-                f"{PREFIX}_{name}", doc, labels=node if labels is None else labels
-            )
-
-        info = InfoMetricFamily(
-            f"{PREFIX}_node",
-            "Configuration of a node: its configured role.",
-            labels=node,
+        for field in STATUS_FIELDS:
+            spec = field["metric"]
+            if spec is None:
+                continue
+            name = field["name"]
+            family = _family(spec, extra)
+            for n in nodes:
+                _add(family, spec, n.get(name), [str(n["alias"]), *extra_values])
+            if describe or family.samples or any(name in n for n in nodes):
+                yield family
+        writes = CounterMetricFamily(
+            f"{PREFIX}_writes", "Writes routed (to the primary).", labels=extra
         )
-        state = gauge(
-            "node_state",
-            f"1 for the node's current state ({', '.join(STATES)}), 0 for the others.",
-            ["alias", "state", *extra],
-        )
-        role = gauge(
-            "node_observed_role",
-            "1 for the role the last probe saw (primary: not in recovery; replica: in "
-            "recovery), 0 for the other; both 0 while no probe answered.",
-            ["alias", "role", *extra],
-        )
-        mismatch = gauge(
-            "node_role_mismatch",
-            "1 when the observed role differs from the configured one (a promoted replica).",
-        )
-        weight = gauge("node_weight", "Configured read weight of the node.")
-        lag_bytes = gauge(
-            "node_lag_bytes",
-            "Replication lag in bytes of WAL (absent while unknown, e.g. primary down).",
-        )
-        lag_seconds = gauge(
-            "node_lag_seconds",
-            "Replication lag in seconds (absent while unknown).",
-        )
-        latency = gauge("node_probe_latency_seconds", "Latency of the node's last probe.")
-        failures = gauge(
-            "node_consecutive_failures", "Failed probes in a row since the last good one."
-        )
-        probes = counter("node_probes", "Probes of the node in this process.")
-        failed = counter("node_probe_failures", "Failed probes of the node in this process.")
-        changed = gauge(
-            "node_last_state_change_timestamp_seconds",
-            "Unix time of the node's last state change.",
-        )
-        age = gauge(
-            "node_last_good_probe_age_seconds",
-            "Seconds since the node last answered a probe (absent before its first answer).",
-        )
-        reads = counter(
-            "reads",
-            "Reads routed to the node, by reason of the decision.",
-            ["alias", "reason", *extra],
-        )
-        passive = counter(
-            "passive_faults",
-            "Faults of the node seen on the request path (passive health).",
-        )
-        writes = counter("writes", "Writes routed (to the primary).", extra)
-        primary_now = gauge(
-            "node_primary_now",
-            "1 for the node that is the primary now (observed: writes go to it), else 0.",
-        )
-        role_changes = counter(
-            "role_changes",
-            "Changes of primary seen by this process (switchovers and failovers).",
-            extra,
-        )
-
-        def optional(family: GaugeMetricFamily, labels: list[str], value: Any) -> None:
-            if value is not None:
-                family.add_metric(labels, float(value))
-
-        has_passive = False
-        for n in nodes:
-            alias = str(n["alias"])
-            lv = [alias, *extra_values]
-            info.add_metric(lv, {"configured_role": str(n.get("configured_role", ""))})
-            for s in NODE_STATES:
-                state.add_metric([alias, s, *extra_values], 1.0 if n.get("state") == s else 0.0)
-            observed = n.get("observed_role")
-            for r in ROLES:
-                role.add_metric([alias, r, *extra_values], 1.0 if observed == r else 0.0)
-            mismatch.add_metric(lv, 1.0 if n.get("role_mismatch") else 0.0)
-            optional(weight, lv, n.get("weight"))
-            optional(lag_bytes, lv, n.get("lag_bytes"))
-            optional(lag_seconds, lv, n.get("lag_seconds"))
-            ms = n.get("latency_ms")
-            optional(latency, lv, None if ms is None else ms / 1000.0)
-            optional(failures, lv, n.get("consecutive_failures"))
-            if n.get("probes") is not None:
-                probes.add_metric(lv, float(n["probes"]))
-            if n.get("failed_probes") is not None:
-                failed.add_metric(lv, float(n["failed_probes"]))
-            optional(changed, lv, n.get("last_state_change"))
-            optional(age, lv, n.get("last_good_probe_age"))
-            for reason, count in sorted((n.get("reads_by_reason") or {}).items()):
-                reads.add_metric([alias, str(reason), *extra_values], float(count))
-            if "passive_faults" in n:
-                has_passive = True
-                passive.add_metric(lv, float(n["passive_faults"] or 0))
-            if "primary_now" in n:
-                primary_now.add_metric(lv, 1.0 if n["primary_now"] else 0.0)
         if WRITES in decisions:
             writes.add_metric(extra_values, float(decisions[WRITES]))
-
-        yield from (info, state, role, mismatch, weight, lag_bytes, lag_seconds, latency)
-        yield from (failures, probes, failed, changed, age, reads)
-        if has_passive or describe:
-            yield passive
         yield writes
-        if nodes or describe:
-            yield primary_now
+        role_changes = CounterMetricFamily(
+            f"{PREFIX}_role_changes",
+            "Changes of primary seen by this process (switchovers and failovers).",
+            labels=extra,
+        )
         if "role_changes" in decisions:
             role_changes.add_metric(extra_values, float(decisions["role_changes"]))
             yield role_changes
         elif describe:
             yield role_changes
+
+
+def _family(spec: StatusMetric, extra: list[str]) -> Metric:
+    """The empty family of one status key's metric."""
+    name, doc, kind = f"{PREFIX}_{spec['name']}", spec["help"], spec["kind"]
+    node = ["alias", *extra]
+    if kind == "info":
+        return InfoMetricFamily(name, doc, labels=node)
+    if kind in ("onehot", "per_key"):
+        labels = ["alias", spec["label"], *extra]
+        if kind == "per_key":
+            return CounterMetricFamily(name, doc, labels=labels)
+        return GaugeMetricFamily(name, doc, labels=labels)
+    if kind == "counter":
+        return CounterMetricFamily(name, doc, labels=node)
+    return GaugeMetricFamily(name, doc, labels=node)
+
+
+def _add(family: Metric, spec: StatusMetric, value: Any, labels: list[str]) -> None:
+    """One node's samples of one status key (none for a gauge or counter while the
+    value is unknown)."""
+    kind = spec["kind"]
+    alias, extra = labels[0], labels[1:]
+    if kind == "info":
+        cast("InfoMetricFamily", family).add_metric(labels, {spec["label"]: str(value or "")})
+    elif kind == "onehot":
+        gauge = cast("GaugeMetricFamily", family)
+        for v in spec["values"]:
+            gauge.add_metric([alias, v, *extra], 1.0 if value == v else 0.0)
+    elif kind == "per_key":
+        counter = cast("CounterMetricFamily", family)
+        for key, count in sorted((value or {}).items()):
+            counter.add_metric([alias, str(key), *extra], float(count))
+    elif kind == "flag":
+        cast("GaugeMetricFamily", family).add_metric(labels, 1.0 if value else 0.0)
+    elif value is not None:
+        divisor = spec.get("divisor", 1.0)
+        cast("GaugeMetricFamily | CounterMetricFamily", family).add_metric(
+            labels, float(value) / divisor
+        )
 
 
 _registered: dict[int, ReplicaRouterCollector] = {}

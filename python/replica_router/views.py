@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any, cast
 
@@ -25,7 +25,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from replica_router.roles import primary_line, roles
-from replica_router.states import ANSWERING, WRITES
+from replica_router.states import ANSWERING, PAGE_COLUMNS, STATUS_FIELDS, WRITES
 from replica_router.verdict import UNAVAILABLE, Verdict
 from replica_router.verdict import verdict as overall
 
@@ -36,6 +36,7 @@ logger = logging.getLogger("replica_router")
 #: The one word anonymous callers of the readiness view get: the cluster verdict
 #: (:func:`overall` is :func:`replica_router.verdict.verdict`).
 Overall = Verdict
+
 
 def _nodes() -> list[dict[str, Any]]:
     """This process's status; right after a cold start, wait (bounded) for first answers
@@ -68,15 +69,7 @@ def readiness(request: HttpRequest) -> JsonResponse:
     word = overall(nodes)
     body: dict[str, Any] = {"status": word}
     if _is_staff(request):
-        keys = (
-            "alias",
-            "state",
-            "configured_role",
-            "observed_role",
-            "lag_bytes",
-            "lag_seconds",
-            "lag_reason",
-        )
+        keys = [f["name"] for f in STATUS_FIELDS if f["ready"]]
         body["nodes"] = [{k: n.get(k) for k in keys} for n in nodes]
     return JsonResponse(body, status=503 if word == UNAVAILABLE else 200)
 
@@ -106,39 +99,92 @@ def _when(unix: float | None, now: float) -> str:
     return f"{at} ({max(0.0, now - unix):.0f} s ago)"
 
 
-def _row(n: dict[str, Any], now: float) -> dict[str, Any]:
-    latency = n.get("latency_ms")
+#: One part of a status page cell: text, in an element (``tag``, ``css``) or bare.
+Part = dict[str, Any]
+
+
+def _el(tag: str, text: Any = "", css: str = "") -> Part:
+    return {"tag": tag, "css": css, "text": text}
+
+
+def _text(text: Any) -> Part:
+    return {"tag": "", "css": "", "text": text}
+
+
+def _muted(text: Any) -> Part:
+    return _el("div", text, "rr-muted")
+
+
+def _live(n: dict[str, Any], value: Any) -> Any:
     # A node that is not answering keeps its last lag in status(); showing it as the
     # current lag would read as "caught up" for a dead standby.
-    live = n.get("state") in ANSWERING
+    return value if n.get("state") in ANSWERING else None
+
+
+def _reasons(value: Any) -> list[Part]:
     reads = sorted(
-        ((reason, count) for reason, count in (n.get("reads_by_reason") or {}).items() if count),
+        ((reason, count) for reason, count in (value or {}).items() if count),
         key=lambda rc: -rc[1],
     )
-    return {
-        "alias": n["alias"],
-        "address": f"{n.get('host') or 'local socket'}:{n.get('port')}",
-        "state": n.get("state"),
-        "stale": bool(n.get("stale")),
-        "configured_role": n.get("configured_role"),
-        "observed_role": n.get("observed_role") or "—",
-        "role_mismatch": bool(n.get("role_mismatch")),
-        "primary_now": bool(n.get("primary_now")),
-        "connected_as": n.get("connected_as"),
-        "weight": n.get("weight"),
-        "lag_bytes": _bytes(n.get("lag_bytes") if live else None),
-        "lag_seconds": _seconds(n.get("lag_seconds") if live else None),
-        # Why a lagging standby is out of reads (replay paused, over MAX_LAG_SECONDS...).
-        "lag_reason": n.get("lag_reason"),
-        "latency": "—" if latency is None else f"{latency:.1f} ms",
-        "failures": n.get("consecutive_failures", 0) or 0,
-        "reads_total": n.get("reads_routed", 0),
-        "reads": reads,
-        "passive_faults": n.get("passive_faults"),
-        "last_error": n.get("last_error"),
-        "error_class": n.get("error_class"),
-        "last_change": _when(n.get("last_state_change"), now),
-    }
+    return [_muted(f"{reason}: {count}") for reason, count in reads]
+
+
+#: How the page shows a key (the ``show`` of its ``page`` in the core's table):
+#: (value, the node, the key's label, now) -> the cell's parts.
+SHOW: dict[str, Callable[[Any, dict[str, Any], str, float], list[Part]]] = {
+    "text": lambda v, n, label, now: [_text(v)],
+    "address": lambda v, n, label, now: [_muted(f"{v or 'local socket'}:{n.get('port')}")],
+    "badge": lambda v, n, label, now: [_el("span", v, f"rr-badge rr-{v}")],
+    "flag": lambda v, n, label, now: [_text(" "), _muted_span(f"({label})")] if v else [],
+    "reason": lambda v, n, label, now: [_el("div", v, "rr-lag-reason")] if v else [],
+    "slash": lambda v, n, label, now: [_text(f" / {v or '—'}")],
+    "badge_up": lambda v, n, label, now: (
+        [_text(" "), _el("span", label, "rr-badge rr-up")] if v else []
+    ),
+    "mismatch": lambda v, n, label, now: (
+        [_text(" "), _el("span", label, "rr-badge rr-down")]
+        if v and not n.get("primary_now")
+        else []
+    ),
+    "connections": lambda v, n, label, now: (
+        [_muted(f"connections of {v}")] if v and v != n.get("alias") else []
+    ),
+    "bytes": lambda v, n, label, now: [_text(_bytes(_live(n, v)))],
+    "seconds": lambda v, n, label, now: [_muted(_seconds(_live(n, v)))],
+    "ms": lambda v, n, label, now: [_text("—" if v is None else f"{v:.1f} ms")],
+    "count": lambda v, n, label, now: [_text(v or 0)],
+    "reasons": lambda v, n, label, now: _reasons(v),
+    "note": lambda v, n, label, now: [] if v is None else [_muted(f"{label}: {v}")],
+    "when": lambda v, n, label, now: [_text(_when(v, now))],
+    "strong": lambda v, n, label, now: (
+        [_el("strong", v), _el("br")] if v and n.get("last_error") else []
+    ),
+    "error": lambda v, n, label, now: [_text(v or "—")],
+}
+#: The class of a cell that shows a key with this ``show``.
+CELL_CLASS = {"error": "rr-error"}
+
+
+def _muted_span(text: str) -> Part:
+    return _el("span", text, "rr-muted")
+
+
+def _row(n: dict[str, Any], now: float) -> dict[str, Any]:
+    """One node's row: a cell per page column, each the parts of the keys the core's
+    table shows there (``STATUS_FIELDS``), in order."""
+    cells = []
+    for column in PAGE_COLUMNS:
+        parts: list[Part] = []
+        css = ""
+        for f in STATUS_FIELDS:
+            page = f["page"]
+            if page is None or page["column"] != column:
+                continue
+            label = f["name"].replace("_", " ")
+            parts += SHOW[page["show"]](n.get(f["name"]), n, label, now)
+            css = css or CELL_CLASS.get(page["show"], "")
+        cells.append({"parts": parts, "css": css})
+    return {"alias": n["alias"], "state": n.get("state"), "cells": cells}
 
 
 def _admin_context(request: HttpRequest) -> dict[str, Any] | None:
@@ -201,6 +247,7 @@ def status_page(
         **(admin_context or {}),
         "title": "Database replicas",
         "overall": word,
+        "columns": PAGE_COLUMNS,
         "rows": [_row(n, now) for n in nodes],
         "writes": decisions.get(WRITES, 0),
         "primary_now": primary_now,

@@ -1,101 +1,136 @@
-//! `Cluster.status()`: the core's per-node reports (`report`) as Python dicts.
+//! `Cluster.status()` and `_core.status_fields()`: the core's per-node reports
+//! (`report`) as Python dicts, key by key from the one table (`report::fields`), and
+//! that table itself for the Python layer (metrics, views, `replica_status`).
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use crate::report::fields::{Field, Metric, Value, FIELDS, PAGE_COLUMNS, ROLES, STATES};
 use crate::report::reports;
 
 use super::Cluster;
 
 impl Cluster {
     /// See `status` (the Python method).
-    pub(super) fn status_impl<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    pub(super) fn status_impl<'py>(
+        &self,
+        py: Python<'py>,
+        wait: f64,
+    ) -> PyResult<Bound<'py, PyList>> {
         self.prober.ensure_started();
+        if wait > 0.0 {
+            py.detach(|| self.wait_probed_for(Duration::from_secs_f64(wait.min(3600.0))));
+        }
         let view = self.prober.view();
         let out = PyList::empty(py);
-        let roles = Arc::clone(&self.shared.snapshot.load().roles);
-        for (i, r) in reports(&self.shared, view.as_ref(), Instant::now())
-            .into_iter()
-            .enumerate()
-        {
+        for r in reports(&self.shared, view.as_ref(), Instant::now()) {
             let d = PyDict::new(py);
-            d.set_item("primary_now", self.is_primary_now(&roles, i))?;
-            d.set_item("connected_as", self.connected_as(&roles, i))?;
-            d.set_item("alias", r.alias)?;
-            d.set_item("configured_role", r.configured_role)?;
-            d.set_item("weight", r.weight)?;
-            d.set_item("host", r.host)?;
-            d.set_item("port", r.port)?;
-            d.set_item("reads_routed", r.reads_routed)?;
-            let by_reason = PyDict::new(py);
-            for (name, v) in r.reads_by_reason {
-                by_reason.set_item(name, v)?;
+            for f in FIELDS {
+                if let Some(v) = f.value(&r) {
+                    set(&d, f.name, v)?;
+                }
             }
-            d.set_item("reads_by_reason", by_reason)?;
-            let Some(p) = r.probed else {
-                d.set_item("state", "unknown")?;
-                out.append(d)?;
-                continue;
-            };
-            d.set_item("state", p.state)?;
-            d.set_item("stale", p.stale)?;
-            d.set_item("observed_role", p.observed_role)?;
-            d.set_item("role_mismatch", p.role_mismatch)?;
-            d.set_item("timeline", p.timeline)?;
-            d.set_item("lag_bytes", p.lag_bytes)?;
-            d.set_item("lag_seconds", p.lag_seconds)?;
-            d.set_item("replay_paused", p.replay_paused)?;
-            d.set_item("lag_reason", p.lag_reason)?;
-            d.set_item("wal_receiver_status", p.wal_receiver_status)?;
-            d.set_item("current_lsn", p.current_lsn)?;
-            d.set_item("receive_lsn", p.receive_lsn)?;
-            d.set_item("replay_lsn", p.replay_lsn)?;
-            d.set_item("latency_ms", p.latency_ms)?;
-            d.set_item("consecutive_failures", p.consecutive_failures)?;
-            d.set_item("consecutive_successes", p.consecutive_successes)?;
-            d.set_item("probes", p.probes)?;
-            d.set_item("failed_probes", p.failed_probes)?;
-            d.set_item("passive_faults", p.passive_faults)?;
-            d.set_item("last_error", p.last_error)?;
-            d.set_item("error_class", p.error_class)?;
-            d.set_item("last_state_change", p.last_state_change)?;
-            d.set_item("last_probe", p.last_probe)?;
-            d.set_item("last_good_probe_age", p.last_good_probe_age)?;
-            d.set_item("prober_pid", p.prober_pid)?;
-            d.set_item("shared", p.shared)?;
-            d.set_item("snapshot_age", p.snapshot_age)?;
             out.append(d)?;
         }
         Ok(out)
     }
 }
 
-impl Cluster {
-    /// Whether node `i` is the primary now: the writer, or the same server reached
-    /// through another alias (a multi-host replica alias lists the primary too).
-    fn is_primary_now(&self, roles: &crate::roles::Roles, i: usize) -> bool {
-        let nodes = &self.shared.config.nodes;
-        roles.writer_node().is_some_and(|w| {
-            w == i
-                || nodes.get(w).zip(nodes.get(i)).is_some_and(|(a, b)| {
-                    a.host == b.host && a.port == b.port && a.dbname == b.dbname
-                })
-        })
-    }
-
-    /// The alias whose new connections go to node `i` now, if any: the alias of the
-    /// slot that describes it, except a spare host of a multi-host primary alias (its
-    /// connections go to the primary only).
-    fn connected_as(&self, roles: &crate::roles::Roles, i: usize) -> Option<String> {
-        let nodes = &self.shared.config.nodes;
-        let slot = roles.slot_of(i)?;
-        let n = nodes.get(slot)?;
-        if slot != 0 && n.database == nodes[0].database {
-            return None;
+fn set(d: &Bound<'_, PyDict>, key: &str, v: Value) -> PyResult<()> {
+    match v {
+        Value::None => d.set_item(key, d.py().None()),
+        Value::Bool(b) => d.set_item(key, b),
+        Value::Int(i) => d.set_item(key, i),
+        Value::Float(x) => d.set_item(key, x),
+        Value::Text(s) => d.set_item(key, s),
+        Value::Name(s) => d.set_item(key, s),
+        Value::Counts(counts) => {
+            let c = PyDict::new(d.py());
+            for (name, n) in counts {
+                c.set_item(name, n)?;
+            }
+            d.set_item(key, c)
         }
-        Some(n.database.clone())
     }
+}
+
+/// One field's metric as a dict (`None`: not exported).
+fn metric<'py>(py: Python<'py>, m: Metric) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let d = PyDict::new(py);
+    let (kind, name, help) = match m {
+        Metric::None => return Ok(None),
+        Metric::Gauge(name, help, divisor) => {
+            d.set_item("divisor", divisor)?;
+            ("gauge", name, help.to_owned())
+        }
+        Metric::Flag(name, help) => ("flag", name, help.to_owned()),
+        Metric::Counter(name, help) => ("counter", name, help.to_owned()),
+        Metric::OneHot(name, help, label, names) => {
+            let values = names.names();
+            d.set_item("label", label)?;
+            d.set_item("values", values.clone())?;
+            ("onehot", name, help.replace("{values}", &values.join(", ")))
+        }
+        Metric::PerKey(name, help, label) => {
+            d.set_item("label", label)?;
+            ("per_key", name, help.to_owned())
+        }
+        Metric::Info(name, help, label) => {
+            d.set_item("label", label)?;
+            ("info", name, help.to_owned())
+        }
+    };
+    d.set_item("kind", kind)?;
+    d.set_item("name", name)?;
+    d.set_item("help", help)?;
+    Ok(Some(d))
+}
+
+fn field<'py>(py: Python<'py>, f: &Field) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("name", f.name)?;
+    d.set_item("type", f.ty)?;
+    d.set_item("doc", f.doc)?;
+    d.set_item("required", f.required())?;
+    d.set_item("metric", metric(py, f.metric)?)?;
+    d.set_item("column", f.column)?;
+    let page = match f.page {
+        Some(p) => {
+            let pd = PyDict::new(py);
+            pd.set_item("column", p.column)?;
+            pd.set_item("show", p.show)?;
+            Some(pd)
+        }
+        None => None,
+    };
+    d.set_item("page", page)?;
+    d.set_item("ready", f.ready)?;
+    Ok(d)
+}
+
+/// The keys of a node's status, in order, and how each consumer shows them.
+#[pyfunction]
+pub fn status_fields(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
+    let out = PyList::empty(py);
+    for f in FIELDS {
+        out.append(field(py, f)?)?;
+    }
+    Ok(out)
+}
+
+/// Adds the status table's function and the names of states, roles and page columns.
+pub(crate) fn add_to(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(status_fields, m)?)?;
+    m.add(
+        "STATES",
+        STATES.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+    )?;
+    m.add(
+        "ROLES",
+        ROLES.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+    )?;
+    m.add("STATUS_PAGE_COLUMNS", PAGE_COLUMNS.to_vec())?;
+    Ok(())
 }

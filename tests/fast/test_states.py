@@ -12,12 +12,15 @@ import ast
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from replica_router import _core, states
-from tests.fast.test_core import STUB
+from replica_router import _core, states, status_types
 from tests.support import ROOT, offline_databases
+
+#: Where the stub's names and TypedDicts are declared (``_core.pyi`` re-exports them).
+STUB = Path(status_types.__file__)
 
 
 def stub_literal(name: str) -> tuple[str, ...]:

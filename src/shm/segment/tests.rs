@@ -267,3 +267,70 @@ fn a_reprobe_request_is_no_fault() {
     assert_eq!(seg.mailbox_raw(0), (1, REPROBE));
     assert_eq!(seg.mailbox(1), (0, None));
 }
+
+/// Every key of `status()` (the one table, `report::fields::FIELDS`) reads the same
+/// from a follower's decoded copy as from the leader's own record: a status field
+/// that the segment does not carry fails here instead of silently dropping.
+#[test]
+fn every_status_field_survives_the_segment() {
+    use crate::report::fields::{Value, FIELDS};
+    use crate::report::{probed, NodeReport, ProberView};
+
+    let (cfg, mut st, now) = state();
+    // Every optional value set, on both nodes.
+    for (i, n) in st.nodes.iter_mut().enumerate() {
+        let mut sample = sample_standby(4000 + i as u64);
+        sample.current_lsn = Some(6000);
+        sample.receive_lsn = Some(4500);
+        sample.replay_paused = true;
+        sample.receiver_status = Some("streaming".into());
+        sample.timeline = Some(3);
+        sample.started_us = Some(1_764_750_000_000_000 + i as u64);
+        n.sample = Some(sample);
+        n.lag_bytes = Some(123 + i as u64);
+        n.lag_seconds = Some(1.25);
+        n.last_probe = Some(now);
+        n.latency = Some(Duration::from_micros(1500));
+        n.role_mismatch = i == 1;
+        // Within ERROR_BYTES: a longer text is cut by design (tested above).
+        if let Some(f) = n.last_error.as_mut() {
+            f.message = "passive: é timed out".into();
+        }
+    }
+    let w = words(2);
+    let seg = Segment {
+        words: &w,
+        key: 11,
+        nodes: 2,
+    };
+    write(&seg, &cfg, &st, now);
+    let d = seg.read(cfg.fall, cfg.rise).unwrap();
+    let view = ProberView {
+        nodes: Vec::new(),
+        epoch: (std::time::SystemTime::now(), now),
+        prober_pid: 7,
+        shared: true,
+        snapshot_age: Some(0.1),
+    };
+    let report = |i: usize, n| NodeReport {
+        cfg: &cfg,
+        idx: i,
+        reads_by_reason: Vec::new(),
+        primary_now: false,
+        connected_as: None,
+        probed: Some(probed(&cfg, n, &view, now)),
+    };
+    for i in 0..2 {
+        let (a, b) = (report(i, &st.nodes[i]), report(i, &d.nodes[i]));
+        for f in FIELDS {
+            let (x, y) = (f.value(&a), f.value(&b));
+            match (&x, &y) {
+                // Instants go through CLOCK_MONOTONIC nanoseconds: equal to rounding.
+                (Some(Value::Float(x)), Some(Value::Float(y))) => {
+                    assert!((x - y).abs() < 1e-6, "{}: {x} != {y}", f.name)
+                }
+                _ => assert_eq!(x, y, "{} of node {i}", f.name),
+            }
+        }
+    }
+}

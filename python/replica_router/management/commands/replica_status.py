@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand
 
 from replica_router import _runtime
 from replica_router.roles import primary_line
+from replica_router.states import STATUS_FIELDS
 from replica_router.verdict import DEGRADED, EXIT_CODES, OK, UNAVAILABLE, Verdict, verdict
 
 if TYPE_CHECKING:
@@ -30,19 +31,9 @@ SUMMARY: dict[Verdict, str] = {
     UNAVAILABLE: "primary is not up",
 }
 
-COLUMNS = (
-    ("alias", "alias"),
-    ("configured_role", "role"),
-    ("observed_role", "seen as"),
-    ("state", "state"),
-    ("weight", "weight"),
-    ("lag_bytes", "lag B"),
-    ("lag_seconds", "lag s"),
-    ("latency_ms", "probe ms"),
-    ("consecutive_failures", "fails"),
-    ("reads_routed", "reads"),
-    ("last_error", "last error"),
-    ("lag_reason", "why lagging"),
+#: (key, heading) of each column: the status keys the core's table gives a column.
+COLUMNS: tuple[tuple[str, str], ...] = tuple(
+    (f["name"], f["column"]) for f in STATUS_FIELDS if f["column"] is not None
 )
 
 
