@@ -27,6 +27,7 @@ pyo3::create_exception!(
     "No node can take writes now: none is primary (within the wait), or two are."
 );
 
+mod patroni;
 mod roles;
 mod status;
 
@@ -157,7 +158,12 @@ impl Cluster {
             .iter()
             .map(|n| PyString::intern(py, &n.database).unbind())
             .collect();
-        let shared = Arc::new(Shared::new(config));
+        // [s3-patroni] PATRONI_URLS were validated by the settings rule.
+        let urls = settings.inner.patroni_urls.iter();
+        let urls = urls
+            .filter_map(|u| crate::patroni::Url::parse(u).ok())
+            .collect();
+        let shared = Arc::new(Shared::new(config).with_patroni(urls));
         Cluster {
             prober: Lifecycle::new(Arc::clone(&shared), settings.share_health()),
             shared,

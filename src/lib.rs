@@ -23,6 +23,7 @@ mod lag;
 mod lifecycle;
 mod monitor;
 mod own_error;
+mod patroni;
 mod probe;
 mod py_settings;
 mod report;

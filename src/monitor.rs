@@ -23,7 +23,7 @@ use crate::report::ProberView;
 use crate::roles::Roles;
 use crate::select::{Snapshot, REASON_COUNT};
 use crate::shm::Publisher;
-use crate::step::{self, build_snapshot, EngineState, Event, Severity};
+use crate::step::{self, build_snapshot_ha, EngineState, Event, Severity};
 
 /// What lives as long as the Python object: config, the published snapshot, counters.
 pub struct Shared {
@@ -43,6 +43,8 @@ pub struct Shared {
     /// a condition for those waiting for a primary.
     roles_seen: Mutex<(Arc<Roles>, Option<usize>)>,
     roles_changed: Condvar,
+    /// `PATRONI_URLS` and Patroni's latest view (`None` without). [s3-patroni]
+    pub patroni: Option<crate::patroni::Watch>,
 }
 
 impl Shared {
@@ -123,7 +125,19 @@ impl Shared {
             role_changes: AtomicU64::new(0),
             roles_seen: Mutex::new((Arc::new(Roles::initial(n)), None)),
             roles_changed: Condvar::new(),
+            patroni: None,
         }
+    }
+
+    /// With `PATRONI_URLS` (empty: not used). [s3-patroni]
+    pub fn with_patroni(mut self, urls: Vec<crate::patroni::Url>) -> Shared {
+        self.patroni = (!urls.is_empty()).then(|| crate::patroni::Watch::new(urls));
+        self
+    }
+
+    /// Patroni's latest view, when `PATRONI_URLS` is set. [s3-patroni]
+    pub(crate) fn patroni_view(&self) -> Option<Arc<crate::patroni::View>> {
+        self.patroni.as_ref().map(crate::patroni::Watch::view)
     }
 
     pub fn weights(&self) -> Vec<f64> {
@@ -261,10 +275,11 @@ impl Engine {
         let cfg = &self.shared.config;
         let mut guard = lock(&self.state);
         let st = &mut *guard;
+        st.patroni = self.shared.patroni_view();
         let mut events = self.drain_passive(st, now);
         events.extend(step::observe(cfg, st, idx, outcome, latency, now));
         self.shared.own.refresh(&st.nodes, cfg.probe_timeout, now);
-        let snapshot = build_snapshot(cfg, &st.nodes, now);
+        let snapshot = build_snapshot_ha(cfg, &st.nodes, st.patroni.as_deref(), now);
         self.publish(snapshot, now);
         self.mirror(st, &events);
         drop(guard);
@@ -294,6 +309,25 @@ impl Engine {
     pub fn reprobe(&self) {
         for wake in &self.wake {
             wake.notify_one();
+        }
+    }
+
+    /// Patroni's view changed: decide the roles again and publish them now, not at
+    /// the next probe. [s3-patroni]
+    pub fn refresh(&self) {
+        let now = Instant::now();
+        let cfg = &self.shared.config;
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        st.patroni = self.shared.patroni_view();
+        let mut events = self.drain_passive(st, now);
+        crate::roles::changes::update_roles(cfg, st, now, &mut events);
+        let snapshot = build_snapshot_ha(cfg, &st.nodes, st.patroni.as_deref(), now);
+        self.publish(snapshot, now);
+        self.mirror(st, &events);
+        drop(guard);
+        for event in events {
+            self.event(event);
         }
     }
 
@@ -347,8 +381,10 @@ impl Engine {
             wake.notify_one();
         }
         if let Ok(mut guard) = self.state.try_lock() {
+            guard.patroni = self.shared.patroni_view();
             let events = self.drain_passive(&mut guard, now);
-            let snapshot = build_snapshot(&self.shared.config, &guard.nodes, now);
+            let ha = guard.patroni.clone();
+            let snapshot = build_snapshot_ha(&self.shared.config, &guard.nodes, ha.as_deref(), now);
             self.publish(snapshot, now);
             self.mirror(&guard, &events);
             drop(guard);

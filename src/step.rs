@@ -8,7 +8,7 @@ use crate::config::{ClusterConfig, Role};
 use crate::health::{Health, State, WalHistory};
 use crate::lag;
 use crate::probe::{Fault, FaultKind, Sample};
-use crate::roles::{observe_roles, Roles};
+use crate::roles::{decide, Roles};
 use crate::select::{SnapNode, Snapshot};
 
 /// How loud an event is; the binding maps it to a Python logging level.
@@ -96,6 +96,9 @@ pub(crate) struct EngineState {
     pub(crate) last_writer: Option<usize>,
     /// Changes of primary seen (a switchover or failover each).
     pub(crate) role_changes: u64,
+    /// Patroni's latest view, set by the engine before each step (`None` without
+    /// `PATRONI_URLS`). [issue 14, Patroni: s3-patroni]
+    pub(crate) patroni: Option<std::sync::Arc<crate::patroni::View>>,
 }
 
 impl EngineState {
@@ -127,6 +130,7 @@ impl EngineState {
             roles: Roles::initial(cfg.nodes.len()),
             last_writer: None,
             role_changes: 0,
+            patroni: None,
         }
     }
 }
@@ -355,12 +359,24 @@ pub(crate) fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "unknown".into(), |v| v.to_string())
 }
 
+/// `build_snapshot_ha` without Patroni.
+#[cfg(test)]
+pub fn build_snapshot(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) -> Snapshot {
+    build_snapshot_ha(cfg, nodes, None, now)
+}
+
 /// The pick path's view, one entry per alias (primary alias first), each describing
 /// the node that alias connects to now (`Roles::targets`): the primary alias is
-/// eligible only while a primary is known, the others only on a standby.
-pub fn build_snapshot(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) -> Snapshot {
+/// eligible only while a primary is known, the others only on a standby. `ha`:
+/// Patroni's view when `PATRONI_URLS` is set (see `roles::decide`).
+pub fn build_snapshot_ha(
+    cfg: &ClusterConfig,
+    nodes: &[NodeStatus],
+    ha: Option<&crate::patroni::View>,
+    now: Instant,
+) -> Snapshot {
     let window = cfg.staleness_window();
-    let roles = observe_roles(cfg, nodes, now);
+    let roles = decide(cfg, nodes, ha, now);
     let writer = roles.writer_node();
     let tolerated = lag::tolerated(cfg, nodes, now);
     let snap_nodes = cfg

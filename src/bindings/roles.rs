@@ -199,6 +199,8 @@ impl Cluster {
             targets.set_item(&n.alias, nodes[t].alias.clone())?;
         }
         d.set_item("connects_to", targets)?;
+        // [s3-patroni] Patroni's view (None without PATRONI_URLS).
+        d.set_item("patroni", self.patroni_roles(py, &roles.patroni)?)?;
         Ok(d)
     }
 }

@@ -24,6 +24,10 @@ impl Cluster {
             let d = PyDict::new(py);
             d.set_item("primary_now", self.is_primary_now(&roles, i))?;
             d.set_item("connected_as", self.connected_as(&roles, i))?;
+            // [s3-patroni] Patroni's member of this node (None without PATRONI_URLS).
+            let (patroni_role, patroni_state) = self.patroni_member(i);
+            d.set_item("patroni_role", patroni_role)?;
+            d.set_item("patroni_state", patroni_state)?;
             d.set_item("alias", r.alias)?;
             d.set_item("configured_role", r.configured_role)?;
             d.set_item("weight", r.weight)?;
