@@ -53,6 +53,10 @@ class _NodeStatusBase(TypedDict):
     primary_now: bool
     #: The alias whose new connections go to this node now (``None``: none).
     connected_as: str | None
+    #: Patroni's role and state of this node's member (matched by host:port) in its
+    #: last ``/cluster`` answer; ``None`` without ``PATRONI_URLS`` or a match.
+    patroni_role: str | None
+    patroni_state: str | None
 
 class NodeStatus(_NodeStatusBase, total=False):
     """One node in ``status()``. The keys below are present once this process's
@@ -137,6 +141,36 @@ def classify_failure(sqlstate: str | None, message: str) -> str | None:
 class NoPrimary(Exception):
     """No node can take writes now: none is primary (within the wait), or two are."""
 
+class PatroniMember(TypedDict):
+    """One member of Patroni's ``/cluster`` answer."""
+
+    name: str
+    host: str
+    port: int | None
+    role: str
+    state: str
+    timeline: int | None
+    #: Replication lag in bytes (``None``: unknown, or the leader).
+    lag: int | None
+
+class PatroniView(TypedDict):
+    """What this process last learned from Patroni (``Roles["patroni"]``)."""
+
+    urls: list[str]
+    #: The URL that answered last.
+    url: str | None
+    #: Unix time of the last answer.
+    answered_at: float | None
+    #: Why the last poll failed at every URL (``None`` after an answer).
+    error: str | None
+    #: What Patroni's view does to the roles now.
+    word: Literal["agrees", "holds_writes", "no_answer", "leader_not_configured", "off"]
+    #: The member Patroni calls leader.
+    leader: str | None
+    polls: int
+    failed_polls: int
+    members: list[PatroniMember]
+
 class Roles(TypedDict):
     """The observed roles (``Cluster.roles()``)."""
 
@@ -153,6 +187,8 @@ class Roles(TypedDict):
     role_changes: int
     #: Alias -> the configured alias of the node its new connections go to.
     connects_to: dict[str, str]
+    #: Patroni's view (``PATRONI_URLS``); ``None`` without.
+    patroni: PatroniView | None
 
 class ConfigError(ValueError):
     """A setting that cannot work; the message names the key and the value."""
