@@ -43,9 +43,10 @@ pub struct Member {
 impl Member {
     /// Whether Patroni calls this member the (writable) leader.
     pub fn is_leader(&self) -> bool {
-        // "primary" / "master": the names older and newer Patroni versions use in
-        // some answers; "standby_leader" leads a standby cluster and takes no writes.
-        matches!(self.role.as_str(), "leader" | "primary" | "master")
+        // `/cluster` calls the holder of the leader key "leader" and every other
+        // member by its replica role; "standby_leader" leads a standby cluster and
+        // takes no writes.
+        self.role == "leader"
     }
 }
 
