@@ -12,6 +12,11 @@ Under four reading and two writing threads:
 * Patroni unreachable (a port nothing listens on): the documented fallback, roles
   from PostgreSQL alone, said once in the log and in ``roles()``; a switchover still
   moves writes to the new primary.
+* Patroni disagreeing with PostgreSQL (Patroni paused, node2 promoted with
+  ``pg_promote()`` behind its back): PostgreSQL alone would write to node2 (the newest
+  timeline), Patroni still calls node1 leader: no write lands anywhere, writes fail
+  after ``PRIMARY_WAIT_TIMEOUT`` saying why, reads go on, and writes resume on node1
+  once Patroni demotes node2 again; nothing was written to node2.
 
 Timings are measured by ``make failover``, not asserted here.
 """
@@ -178,3 +183,78 @@ def test_patroni_unreachable_falls_back_to_postgresql(
         assert traffic.failed("r") == [], _summary(traffic)
     said = [r for r in caplog.records if "Patroni answers at none of PATRONI_URLS" in r.message]
     assert len(said) == 1, [r.message for r in said]
+
+
+def _pause(bed: PatroniCluster, on: bool) -> None:
+    """Patroni's maintenance mode on or off (``PATCH /config``), and wait until
+    ``/cluster`` says so."""
+    leader = NAMES[0]  # any member's API writes the DCS's configuration
+    status, body = http("PATCH", bed.rest_url(leader, "/config"), {"pause": on}, timeout=10)
+    assert status == 200, (status, body)
+
+    def said() -> bool:
+        with contextlib.suppress(OSError):
+            got = http("GET", bed.rest_url(leader, "/cluster"), timeout=2)[1]
+            return isinstance(got, dict) and bool(got.get("pause")) == on
+        return False
+
+    wait_until(said, WAIT)
+
+
+def _node2_rejoins(bed: PatroniCluster) -> None:
+    """After the test: Patroni (maintenance over) demotes node2, which PostgreSQL alone
+    promoted, and rewinds it to stream from node1; if it cannot, node2 is
+    reinitialized (a new base backup)."""
+    try:
+        bed.wait_healthy(NAMES[0], WAIT)
+    except Exception:  # a failed rewind leaves node2 stopped: start it anew
+        http("POST", bed.rest_url("node2", "/reinitialize"), {"force": True}, timeout=10)
+        bed.wait_healthy(NAMES[0], 2 * WAIT)
+
+
+def test_writes_wait_while_patroni_does_not_call_the_primary_leader(bed: PatroniCluster) -> None:
+    """Patroni paused, node2 promoted with ``pg_promote()`` behind its back: PostgreSQL
+    alone would make node2 the primary (the newest timeline), but Patroni still calls
+    node1 leader. No write lands on node2 or on node1 (an older timeline now): writes
+    wait ``PRIMARY_WAIT_TIMEOUT`` and fail saying why, reads go on. Once Patroni
+    demotes node2 again, writes resume on node1 and nothing written went to node2."""
+    urls = [bed.rest_url(n) for n in NAMES]
+    ports = bed.pg_ports
+    # A GET of /cluster may take longer than the suite's 0.3 s PROBE_TIMEOUT on a loaded
+    # machine; Patroni's word must stay fresh here (the fallback has its own test).
+    router = {"PATRONI_URLS": urls, "PRIMARY_WAIT_TIMEOUT": 1.0, "PROBE_TIMEOUT": 1.0}
+    with django_on(bed, "static", 0, **router), Traffic() as traffic:
+        wait_until(lambda: traffic.served_since("w", 0, ports["node1"]) >= 10, WAIT)
+        try:
+            _pause(bed, True)
+            promoted_at = time.monotonic()
+            bed.sql("node2", "SELECT pg_promote()")
+            wait_until(lambda: _roles()["patroni"]["word"] == "holds_writes", WAIT)
+            held = time.monotonic()
+            roles = _roles()
+            assert roles["state"] == "unknown" and roles["patroni"]["leader"] == "node1", roles
+
+            def failed_since() -> list[Any]:
+                return [o for o in traffic.failed("w") if o.start >= held]
+
+            wait_until(lambda: len(failed_since()) >= 4, WAIT)
+            reason = failed_since()[0].error or ""
+            assert "is not Patroni's leader (node1)" in reason, reason
+            # Reads go on meanwhile (on node3, the one standby left).
+            reads = time.monotonic()
+            wait_until(lambda: traffic.served_since("r", reads, ports["node3"]) >= 10, WAIT)
+        finally:
+            unpaused = time.monotonic()
+            _pause(bed, False)
+        _node2_rejoins(bed)
+        resumed = time.monotonic()
+        wait_until(lambda: traffic.served_since("w", resumed, ports["node1"]) >= 10, WAIT)
+        traffic.stop()
+        assert traffic.failed("r") == [], _summary(traffic)
+        written = [o for o in traffic.snapshot() if o.kind == "w" and o.error is None]
+        on_node2 = [o for o in written if o.port == ports["node2"]]
+        assert on_node2 == [], on_node2[:5]
+        # Between Patroni's disagreement and the end of maintenance nothing was written.
+        during = [o for o in written if o.start >= held and o.end <= unpaused]
+        assert during == [], during[:5]
+        assert promoted_at < held < unpaused < resumed
