@@ -101,7 +101,9 @@ def databases(
             "replica": bed.dsn("node2"),
             "replica2": bed.dsn("node3"),
         }
-        router = {"REPLICAS": {"replica": replica_settings, "replica2": replica_settings}}
+        router: dict[str, Any] = {
+            "REPLICAS": {"replica": replica_settings, "replica2": replica_settings}
+        }
     elif aliases == "multihost":
         dbs = {
             "default": bed.multi_host_dsn("read-write"),
