@@ -312,25 +312,6 @@ impl Engine {
         }
     }
 
-    /// Patroni's view changed: decide the roles again and publish them now, not at
-    /// the next probe. [s3-patroni]
-    pub fn refresh(&self) {
-        let now = Instant::now();
-        let cfg = &self.shared.config;
-        let mut guard = lock(&self.state);
-        let st = &mut *guard;
-        st.patroni = self.shared.patroni_view();
-        let mut events = self.drain_passive(st, now);
-        crate::roles::changes::update_roles(cfg, st, now, &mut events);
-        let snapshot = build_snapshot_ha(cfg, &st.nodes, st.patroni.as_deref(), now);
-        self.publish(snapshot, now);
-        self.mirror(st, &events);
-        drop(guard);
-        for event in events {
-            self.event(event);
-        }
-    }
-
     /// Writes the published state to the shared segment (the state lock held).
     fn mirror(&self, st: &EngineState, events: &[Event]) {
         self.published_ns
@@ -440,6 +421,9 @@ async fn node_loop(engine: Arc<Engine>, idx: usize, mut stop: watch::Receiver<bo
         engine.apply(idx, result, latency, Instant::now());
     }
 }
+
+// [s3-patroni] `Engine::refresh`: Patroni's view changed.
+mod refresh;
 
 #[cfg(test)]
 mod tests;
