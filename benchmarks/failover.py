@@ -18,7 +18,9 @@ multi-host aliases: ``default`` with ``target_session_attrs=read-write``, ``repl
 ``prefer-standby``), ``haproxy-fast-ours`` / ``haproxy-fast-tutorial`` (HAProxy with
 Patroni's checks at ``inter 1s fall 2 rise 1``, this router or the tutorial's),
 ``haproxy-doc-ours`` / ``haproxy-doc-tutorial`` (Patroni's documented ``inter 3s fall 3
-rise 2``), ``tutorial-multihost`` (the tutorial's router on multi-host aliases).
+rise 2``), ``tutorial-multihost`` (the tutorial's router on multi-host aliases),
+``ours-static-patroni`` / ``ours-multihost-patroni`` (this router with ``PATRONI_URLS``:
+writes only to the node Patroni calls leader).
 
 Per run: requests, failed reads, failed writes, write outage (event until writes succeed
 and keep succeeding), Patroni's promotion time (event until the new leader answers ``GET
@@ -53,7 +55,7 @@ from failover_report import Result, summarize, table  # noqa: E402
 from faults import _terminate, get, gunicorn, kill_group  # noqa: E402
 
 from tests.haproxybed import CHECKS, HAProxy  # noqa: E402
-from tests.patronicluster import PatroniCluster  # noqa: E402
+from tests.patronicluster import NAMES, PatroniCluster  # noqa: E402
 
 BEFORE, AFTER, WARMUP = 3.0, 15.0, 2.0
 WORKERS, THREADS, CLIENTS, WRITE_SHARE = 2, 4, 8, 0.25
@@ -75,7 +77,15 @@ SETUPS: dict[str, tuple[str, str, str, str]] = {
         "HAProxy inter 3s fall 3 rise 2 + tutorial router", "tutorial", DJANGO, "documented"
     ),
     "tutorial-multihost": ("tutorial router, multi-host aliases", "tutorial", DJANGO, "multihost"),
+    "ours-static-patroni": (
+        "this router, today's aliases, PATRONI_URLS", "ours", BACKEND, "static"
+    ),
+    "ours-multihost-patroni": (
+        "this router, multi-host aliases, PATRONI_URLS", "ours", BACKEND, "multihost"
+    ),
 }  # fmt: skip
+#: Setups whose router also polls Patroni (``PATRONI_URLS``: every node's REST API).
+PATRONI_SETUPS = {"ours-static-patroni", "ours-multihost-patroni"}
 EVENTS = ("switchover", "failover")
 
 
@@ -91,7 +101,9 @@ def databases(
             "replica": bed.dsn("node2"),
             "replica2": bed.dsn("node3"),
         }
-        router = {"REPLICAS": {"replica": replica_settings, "replica2": replica_settings}}
+        router: dict[str, Any] = {
+            "REPLICAS": {"replica": replica_settings, "replica2": replica_settings}
+        }
     elif aliases == "multihost":
         dbs = {
             "default": bed.multi_host_dsn("read-write"),
@@ -106,6 +118,8 @@ def databases(
             "replica": {**bed.dsn("node1"), "PORT": str(proxy.replicas_port)},
         }
         router = {"REPLICAS": {"replica": replica_settings}}
+    if setup in PATRONI_SETUPS:
+        router["PATRONI_URLS"] = [bed.rest_url(n) for n in NAMES]
     for entry in dbs.values():
         entry["ENGINE"] = engine
         entry["CONN_MAX_AGE"] = cma

@@ -26,6 +26,7 @@ pyo3::create_exception!(
 );
 
 mod faults;
+mod patroni;
 mod roles;
 pub(crate) mod status;
 mod wait;
@@ -149,7 +150,12 @@ impl Cluster {
             .iter()
             .map(|n| PyString::intern(py, &n.database).unbind())
             .collect();
-        let shared = Arc::new(Shared::new(config));
+        // [s3-patroni] PATRONI_URLS were validated by the settings rule.
+        let urls = settings.inner.options.patroni_urls.iter();
+        let urls = urls
+            .filter_map(|u| crate::patroni::Url::parse(u).ok())
+            .collect();
+        let shared = Arc::new(Shared::new(config).with_patroni(urls));
         Cluster {
             prober: Lifecycle::new(Arc::clone(&shared), settings.share_health()),
             shared,

@@ -26,6 +26,9 @@ pub(crate) struct EngineState {
     pub(crate) last_writer: Option<usize>,
     /// Changes of primary seen (a switchover or failover each).
     pub(crate) role_changes: u64,
+    /// Patroni's latest view, set by the engine before each step (`None` without
+    /// `PATRONI_URLS`).
+    pub(crate) patroni: Option<std::sync::Arc<crate::patroni::View>>,
 }
 
 impl EngineState {
@@ -57,6 +60,7 @@ impl EngineState {
             roles: Roles::initial(cfg.nodes.len()),
             last_writer: None,
             role_changes: 0,
+            patroni: None,
         }
     }
 }

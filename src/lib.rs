@@ -34,6 +34,7 @@ mod lifecycle;
 mod monitor;
 mod node_status;
 mod own_error;
+mod patroni;
 mod probe;
 mod py_settings;
 mod report;

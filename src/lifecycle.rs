@@ -11,6 +11,7 @@ use arc_swap::ArcSwapOption;
 use crate::events::{Event, Events, Severity};
 use crate::fork::{install_fork_hook, FORK_GENERATION};
 use crate::monitor::Engine;
+use crate::patroni::poller::Poller;
 use crate::probe::Fault;
 use crate::report::ProberView;
 use crate::shared::Shared;
@@ -26,14 +27,35 @@ enum Runner {
     Shared(Arc<Sharing<Engine>>),
 }
 
+impl Runner {
+    /// Decides the roles again now (Patroni's view changed). [s3-patroni]
+    fn refresher(&self) -> crate::patroni::poller::Refresh {
+        match self {
+            Runner::Solo(engine) => {
+                let engine = Arc::clone(engine);
+                Box::new(move || engine.refresh())
+            }
+            Runner::Shared(sharing) => {
+                let sharing = Arc::clone(sharing);
+                Box::new(move || sharing.refresh())
+            }
+        }
+    }
+}
+
 /// What one fork generation of a process runs for a cluster.
 pub(crate) struct Generation {
     events: Arc<Events>,
     runner: Runner,
+    /// Patroni's poller, with `PATRONI_URLS`. [s3-patroni]
+    poller: Option<Poller>,
 }
 
 impl Generation {
     fn stop(&self) {
+        if let Some(poller) = &self.poller {
+            poller.stop();
+        }
         match &self.runner {
             Runner::Solo(engine) => engine.stop(),
             Runner::Shared(sharing) => sharing.stop(),
@@ -132,8 +154,12 @@ impl Lifecycle {
                 }
             }
         };
-        self.current
-            .store(Some(Arc::new(Generation { events, runner })));
+        let poller = Poller::start(&shared, &events, runner.refresher());
+        self.current.store(Some(Arc::new(Generation {
+            events,
+            runner,
+            poller,
+        })));
     }
 
     fn ours_current(&self) -> Option<Arc<Generation>> {
@@ -146,7 +172,14 @@ impl Lifecycle {
 
     /// A passive fault on node `idx`; returns whether the node was taking reads.
     pub(crate) fn report_passive(&self, idx: usize, fault: Fault, now: Instant) -> bool {
-        match self.ours_current().as_deref().map(|g| &g.runner) {
+        let current = self.ours_current();
+        if self.shared.snapshot.load().roles.writer_node() == Some(idx) {
+            // The primary failed under a query: ask Patroni too. [s3-patroni]
+            if let Some(p) = current.as_deref().and_then(|g| g.poller.as_ref()) {
+                p.wake();
+            }
+        }
+        match current.as_deref().map(|g| &g.runner) {
             Some(Runner::Solo(engine)) => engine.report_passive(idx, fault, now),
             Some(Runner::Shared(sharing)) => sharing.report_passive(idx, fault, now),
             None => false,
@@ -156,7 +189,11 @@ impl Lifecycle {
     /// Re-probes every node now, where this process probes (a follower leaves it to
     /// the host's prober, whose next publish it reads).
     pub(crate) fn reprobe(&self) {
-        match self.ours_current().as_deref().map(|g| &g.runner) {
+        let current = self.ours_current();
+        if let Some(p) = current.as_deref().and_then(|g| g.poller.as_ref()) {
+            p.wake(); // [s3-patroni]
+        }
+        match current.as_deref().map(|g| &g.runner) {
             Some(Runner::Solo(engine)) => engine.reprobe(),
             Some(Runner::Shared(sharing)) => sharing.reprobe(),
             None => {}

@@ -23,7 +23,7 @@ use crate::report::ProberView;
 use crate::select::Snapshot;
 use crate::shared::Shared;
 use crate::shm::{Probing, Publisher};
-use crate::step::{self, build_snapshot};
+use crate::step::{self, build_snapshot_ha};
 
 /// One process's prober. Replaced whole after a fork; never dropped in a child.
 pub struct Engine {
@@ -155,10 +155,11 @@ impl Engine {
         let cfg = &self.shared.config;
         let mut guard = lock(&self.state);
         let st = &mut *guard;
+        st.patroni = self.shared.patroni_view();
         let mut events = self.drain_passive(st, now);
         events.extend(step::observe(cfg, st, idx, outcome, latency, now));
         self.shared.own.refresh(&st.nodes, cfg.probe_timeout, now);
-        let snapshot = build_snapshot(cfg, &st.nodes, now);
+        let snapshot = build_snapshot_ha(cfg, &st.nodes, st.patroni.as_deref(), now);
         self.publish(snapshot, now);
         self.mirror(st, &events);
         drop(guard);
@@ -241,8 +242,10 @@ impl Engine {
             wake.notify_one();
         }
         if let Ok(mut guard) = self.state.try_lock() {
+            guard.patroni = self.shared.patroni_view();
             let events = self.drain_passive(&mut guard, now);
-            let snapshot = build_snapshot(&self.shared.config, &guard.nodes, now);
+            let ha = guard.patroni.clone();
+            let snapshot = build_snapshot_ha(&self.shared.config, &guard.nodes, ha.as_deref(), now);
             self.publish(snapshot, now);
             self.mirror(&guard, &events);
             drop(guard);
@@ -268,6 +271,10 @@ impl Probing for Engine {
 
     fn reprobe(&self) {
         Engine::reprobe(self);
+    }
+
+    fn refresh(&self) {
+        Engine::refresh(self);
     }
 
     fn report_passive(&self, idx: usize, fault: Fault, now: Instant) -> bool {
@@ -327,6 +334,9 @@ async fn node_loop(engine: Arc<Engine>, idx: usize, mut stop: watch::Receiver<bo
         engine.apply(idx, result, latency, Instant::now());
     }
 }
+
+// [s3-patroni] `Engine::refresh`: Patroni's view changed.
+mod refresh;
 
 #[cfg(test)]
 mod tests;

@@ -52,6 +52,9 @@ pub(crate) struct NodeReport<'a> {
     pub reads_by_reason: Vec<(&'static str, u64)>,
     pub primary_now: bool,
     pub connected_as: Option<String>,
+    /// The node's member in Patroni's last answer: `(role, state)` (`None`s without
+    /// `PATRONI_URLS` or a member at the node's host:port).
+    pub patroni: (Option<String>, Option<String>),
     /// `None` until the prober started in this process.
     pub probed: Option<Probed<'a>>,
 }
@@ -133,6 +136,7 @@ pub(crate) fn reports<'a>(
 ) -> Vec<NodeReport<'a>> {
     let cfg: &ClusterConfig = &shared.config;
     let roles = std::sync::Arc::clone(&shared.snapshot.load().roles);
+    let patroni = shared.patroni_view();
     (0..cfg.nodes.len())
         .map(|i| {
             let counters = &shared.reads[i];
@@ -171,6 +175,12 @@ pub(crate) fn reports<'a>(
                 reads_by_reason,
                 primary_now: is_primary_now(cfg, &roles, i),
                 connected_as: connected_as(cfg, &roles, i),
+                patroni: patroni
+                    .as_deref()
+                    .and_then(|v| crate::roles::patroni::member_of(v, &cfg.nodes[i]))
+                    .map_or((None, None), |m| {
+                        (Some(m.role.clone()), Some(m.state.clone()))
+                    }),
                 probed,
             }
         })

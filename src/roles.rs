@@ -12,6 +12,8 @@ use std::time::Instant;
 use crate::config::ClusterConfig;
 use crate::node_status::NodeStatus;
 
+pub(crate) use patroni::Word;
+
 /// Who takes writes now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Writer {
@@ -37,6 +39,8 @@ pub struct Roles {
     pub timeline: Option<u32>,
     /// Nodes that claim primary on an older timeline: never written to.
     pub stale: Vec<usize>,
+    /// What Patroni's view did to the roles (`PATRONI_URLS`; `Off` without).
+    pub patroni: Word,
 }
 
 impl Roles {
@@ -47,6 +51,7 @@ impl Roles {
             targets: (0..n).collect(),
             timeline: None,
             stale: Vec::new(),
+            patroni: Word::Off,
         }
     }
 
@@ -119,10 +124,23 @@ pub fn observe_roles(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) ->
         targets,
         timeline: newest,
         stale,
+        patroni: Word::Off,
     }
 }
 
+/// The roles decision: what PostgreSQL shows (`observe_roles`) with Patroni's word
+/// applied when `PATRONI_URLS` is set (`ha`: its latest view; see `patroni::gate`).
+pub fn decide(
+    cfg: &ClusterConfig,
+    nodes: &[NodeStatus],
+    ha: Option<&crate::patroni::View>,
+    now: Instant,
+) -> Roles {
+    patroni::gate(cfg, observe_roles(cfg, nodes, now), ha, now)
+}
+
 pub(crate) mod changes;
+pub(crate) mod patroni;
 
 #[cfg(test)]
 mod tests;

@@ -34,6 +34,8 @@ pub struct Shared {
     /// a condition for those waiting for a primary.
     roles_seen: Mutex<(Arc<Roles>, Option<usize>)>,
     roles_changed: Condvar,
+    /// `PATRONI_URLS` and Patroni's latest view (`None` without).
+    pub patroni: Option<crate::patroni::Watch>,
 }
 
 impl Shared {
@@ -114,7 +116,19 @@ impl Shared {
             role_changes: AtomicU64::new(0),
             roles_seen: Mutex::new((Arc::new(Roles::initial(n)), None)),
             roles_changed: Condvar::new(),
+            patroni: None,
         }
+    }
+
+    /// With `PATRONI_URLS` (empty: not used).
+    pub fn with_patroni(mut self, urls: Vec<crate::patroni::Url>) -> Shared {
+        self.patroni = (!urls.is_empty()).then(|| crate::patroni::Watch::new(urls));
+        self
+    }
+
+    /// Patroni's latest view, when `PATRONI_URLS` is set.
+    pub(crate) fn patroni_view(&self) -> Option<Arc<crate::patroni::View>> {
+        self.patroni.as_ref().map(crate::patroni::Watch::view)
     }
 
     pub fn weights(&self) -> Vec<f64> {

@@ -11,7 +11,7 @@ use crate::health::State;
 use crate::lag;
 use crate::node_status::NodeStatus;
 use crate::probe::{Fault, FaultKind, Sample};
-use crate::roles::observe_roles;
+use crate::roles::decide;
 use crate::select::{SnapNode, Snapshot};
 
 /// Folds one probe outcome of node `idx` into the state; returns the events.
@@ -234,12 +234,24 @@ fn transition_event(
     }
 }
 
+/// `build_snapshot_ha` without Patroni.
+#[cfg(test)]
+pub fn build_snapshot(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) -> Snapshot {
+    build_snapshot_ha(cfg, nodes, None, now)
+}
+
 /// The pick path's view, one entry per alias (primary alias first), each describing
 /// the node that alias connects to now (`Roles::targets`): the primary alias is
-/// eligible only while a primary is known, the others only on a standby.
-pub fn build_snapshot(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) -> Snapshot {
+/// eligible only while a primary is known, the others only on a standby. `ha`:
+/// Patroni's view when `PATRONI_URLS` is set (see `roles::decide`).
+pub fn build_snapshot_ha(
+    cfg: &ClusterConfig,
+    nodes: &[NodeStatus],
+    ha: Option<&crate::patroni::View>,
+    now: Instant,
+) -> Snapshot {
     let window = cfg.staleness_window();
-    let roles = observe_roles(cfg, nodes, now);
+    let roles = decide(cfg, nodes, ha, now);
     let writer = roles.writer_node();
     let tolerated = lag::tolerated(cfg, nodes, now);
     let snap_nodes = cfg

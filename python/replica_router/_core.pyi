@@ -73,6 +73,36 @@ def classify_failure(sqlstate: str | None, message: str) -> str | None:
 class NoPrimary(Exception):
     """No node can take writes now: none is primary (within the wait), or two are."""
 
+class PatroniMember(TypedDict):
+    """One member of Patroni's ``/cluster`` answer."""
+
+    name: str
+    host: str
+    port: int | None
+    role: str
+    state: str
+    timeline: int | None
+    #: Replication lag in bytes (``None``: unknown, or the leader).
+    lag: int | None
+
+class PatroniView(TypedDict):
+    """What this process last learned from Patroni (``Roles["patroni"]``)."""
+
+    urls: list[str]
+    #: The URL that answered last.
+    url: str | None
+    #: Unix time of the last answer.
+    answered_at: float | None
+    #: Why the last poll failed at every URL (``None`` after an answer).
+    error: str | None
+    #: What Patroni's view does to the roles now.
+    word: Literal["agrees", "holds_writes", "no_answer", "leader_not_configured", "off"]
+    #: The member Patroni calls leader.
+    leader: str | None
+    polls: int
+    failed_polls: int
+    members: list[PatroniMember]
+
 class Roles(TypedDict):
     """The observed roles (``Cluster.roles()``)."""
 
@@ -89,6 +119,8 @@ class Roles(TypedDict):
     role_changes: int
     #: Alias -> the configured alias of the node its new connections go to.
     connects_to: dict[str, str]
+    #: Patroni's view (``PATRONI_URLS``); ``None`` without.
+    patroni: PatroniView | None
 
 class SettingInfo(TypedDict):
     """One ``REPLICA_ROUTER`` key as the settings table declares it

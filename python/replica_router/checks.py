@@ -26,7 +26,6 @@ Found by talking to the nodes:
   the cluster's models, which this router always answers for).
 - W006: the app is not in ``INSTALLED_APPS`` (logged once at the router's first use:
   without the app, this module's checks are not registered).
-- W007: ``PATRONI_URLS`` is set; this version does not poll Patroni yet.
 
 Under ``manage.py test`` (this app's ``test`` command) and pytest-django (the
 ``replica_router`` pytest plugin), the settings errors above are raised before any
@@ -277,26 +276,3 @@ def check_roles(
                 )
             )
     return messages
-
-
-@register()
-def check_patroni(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """W007: ``PATRONI_URLS`` is accepted and validated, but not polled by this version:
-    roles come from PostgreSQL alone (say so rather than ignore it silently)."""
-    from replica_router import conf
-
-    try:
-        s = conf.load()
-    except ImproperlyConfigured:
-        return []
-    if not s.patroni_urls:
-        return []
-    return [
-        Warning(
-            f'REPLICA_ROUTER["PATRONI_URLS"] = {s.patroni_urls!r} is not used by this '
-            "version: writes follow the primary PostgreSQL reports (pg_is_in_recovery() "
-            "and the timeline), not Patroni's leader",
-            hint="See docs/roles.md (Limits).",
-            id="replica_router.W007",
-        )
-    ]

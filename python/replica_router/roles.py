@@ -20,6 +20,7 @@ __all__ = [
     "READ_ONLY_SQLSTATE",
     "PrimaryUnavailable",
     "is_read_only_rejection",
+    "patroni_note",
     "primary_line",
     "roles",
     "target",
@@ -53,7 +54,9 @@ def target(
 def roles() -> dict[str, Any]:
     """The observed roles: ``state`` (known / unknown / split), the primary now
     (``primary_node``: the alias its node was configured for, host, port), where
-    each alias connects, ``role_changes``."""
+    each alias connects, ``role_changes``; ``patroni`` (with ``PATRONI_URLS``): which
+    URL answered and when, the last error, Patroni's leader and members, and what its
+    word does to the roles now (``word``)."""
     return dict((_runtime.cluster or _runtime.get_cluster()).roles())
 
 
@@ -78,4 +81,19 @@ def primary_line(roles: dict[str, Any]) -> str:
         where = "none: " + " and ".join(map(repr, roles.get("split", []))) + " both claim it"
     else:
         where = "none known"
-    return f"primary now: {where}; role changes: {changes}"
+    return f"primary now: {where}; role changes: {changes}{patroni_note(roles)}"
+
+
+def patroni_note(roles: dict[str, Any]) -> str:
+    """What Patroni says, for the ``primary now`` line (empty without ``PATRONI_URLS``)."""
+    patroni = roles.get("patroni")
+    if not patroni:
+        return ""
+    word, leader = patroni.get("word"), patroni.get("leader")
+    if word == "no_answer":
+        return f"; Patroni: no answer, PostgreSQL's roles alone ({patroni.get('error')})"
+    if word == "leader_not_configured":
+        return f"; Patroni's leader {leader!r} is no configured node: PostgreSQL's roles alone"
+    if word == "holds_writes":
+        return f"; Patroni's leader: {leader!r}, writes wait until PostgreSQL agrees"
+    return f"; Patroni's leader: {leader!r}"

@@ -56,6 +56,9 @@ class _NodeStatusBase(TypedDict):
     primary_now: bool
     #: The alias whose new connections go to this node now (``None``: none).
     connected_as: str | None
+    #: The node's role and state in Patroni's last answer (``None`` without ``PATRONI_URLS``).
+    patroni_role: str | None
+    patroni_state: str | None
 
 
 class NodeStatus(_NodeStatusBase, total=False):

@@ -116,7 +116,9 @@ impl Cluster {
                 // The statement is not known yet (it may be a read): the last primary
                 // known, or the configured one; a write it rejects waits then.
                 let last = self.shared.last_writer().unwrap_or(0);
-                if Some(last) != avoid {
+                // Never a node on an older timeline than another primary (a primary
+                // Patroni does not name leader can leave one behind). [s3-patroni]
+                if Some(last) != avoid && !roles.stale.contains(&last) {
                     return Ok(place(last));
                 }
             }
@@ -124,9 +126,18 @@ impl Cluster {
                 let nodes: Vec<String> = (0..self.shared.config.nodes.len())
                     .map(|i| self.node_name(i))
                     .collect();
+                // [s3-patroni] Why none is, when Patroni disagrees with PostgreSQL.
+                let why = match &roles.patroni {
+                    crate::roles::Word::Holds { primary, leader } => format!(
+                        "; PostgreSQL's primary {} is not Patroni's leader ({})",
+                        self.node_name(*primary),
+                        leader.as_deref().unwrap_or("none")
+                    ),
+                    _ => String::new(),
+                };
                 return Err(NoPrimary::new_err(format!(
                     "no primary is known for {alias:?} after waiting {:.1} s \
-                     (PRIMARY_WAIT_TIMEOUT); nodes: {}",
+                     (PRIMARY_WAIT_TIMEOUT); nodes: {}{why}",
                     waited.as_secs_f64(),
                     nodes.join(", ")
                 )));
@@ -199,6 +210,8 @@ impl Cluster {
             targets.set_item(&n.alias, nodes[t].alias.clone())?;
         }
         d.set_item("connects_to", targets)?;
+        // [s3-patroni] Patroni's view (None without PATRONI_URLS).
+        d.set_item("patroni", self.patroni_roles(py, &roles.patroni)?)?;
         Ok(d)
     }
 }

@@ -288,6 +288,10 @@ pub(crate) const FIELDS: &[Field] = &[
     Field::new("connected_as", "str | None", Always(|r| r.connected_as.clone().into()),
         "The alias whose new connections go to this node now (`None`: none).")
         .page("Role (configured / observed)", "connections"),
+    Field::new("patroni_role", "str | None", Always(|r| r.patroni.0.clone().into()),
+        "The node's role in Patroni's last answer (`leader`, `replica`, ...; `None` without `PATRONI_URLS`)."),
+    Field::new("patroni_state", "str | None", Always(|r| r.patroni.1.clone().into()),
+        "The node's state in Patroni's last answer (`running`, `streaming`, ...; `None` without `PATRONI_URLS`)."),
     Field::new("timeline", "int | None", P(|p| p.sample().and_then(|s| s.timeline).into()),
         "The node's timeline."),
     Field::new("replay_paused", "bool | None", P(|p| p.sample().map(|s| s.replay_paused).into()),

@@ -127,6 +127,7 @@ fn every_value_has_its_declared_type() {
                 reads_by_reason: vec![("weighted", 3)],
                 primary_now: i == 0,
                 connected_as: Some("default".into()),
+                patroni: (Some("leader".into()), Some("running".into())),
                 probed: p,
             };
             for f in FIELDS {

@@ -8,7 +8,9 @@ use crate::config::ClusterConfig;
 use crate::engine_state::EngineState;
 use crate::events::{fmt_opt, Event, Severity};
 
-use super::{observe_roles, Writer};
+use crate::roles::Word;
+
+use super::{decide, Writer};
 
 /// Re-derives the roles after a step; logs (once) a change of primary, a gap with no
 /// primary, and two primaries.
@@ -18,7 +20,7 @@ pub(crate) fn update_roles(
     now: Instant,
     events: &mut Vec<Event>,
 ) {
-    let roles = observe_roles(cfg, &st.nodes, now);
+    let roles = decide(cfg, &st.nodes, st.patroni.as_deref(), now);
     let name = |i: usize| {
         let n = &cfg.nodes[i];
         format!("{}:{} (configured as {:?})", n.host, n.port, n.alias)
@@ -45,6 +47,8 @@ pub(crate) fn update_roles(
                 format!("the primary {} takes writes again", name(*w)),
             )),
             (Writer::Known(_), None) => {}
+            // Said by `patroni_word` below.
+            (Writer::Unknown, Some(_)) if matches!(roles.patroni, Word::Holds { .. }) => {}
             (Writer::Unknown, Some(last)) => events.push(Event::cluster(
                 Severity::Warning,
                 format!(
@@ -58,8 +62,45 @@ pub(crate) fn update_roles(
             st.last_writer = Some(w);
         }
     }
+    if roles.patroni != st.roles.patroni {
+        patroni_word(cfg, &roles.patroni, events);
+    }
     st.roles = roles;
     check_split_brain(cfg, st, now, events);
+}
+
+/// What a new word of Patroni's on the roles says in the log (a lost or found
+/// Patroni is logged by its poller).
+fn patroni_word(cfg: &ClusterConfig, word: &Word, events: &mut Vec<Event>) {
+    let n = |i: usize| {
+        let n = &cfg.nodes[i];
+        format!("{}:{} (configured as {:?})", n.host, n.port, n.alias)
+    };
+    let (severity, message) = match word {
+        Word::Holds { primary, leader } => (
+            Severity::Info,
+            format!(
+                "PostgreSQL's primary {} is not Patroni's leader ({}): new write \
+                 connections wait until both agree",
+                n(*primary),
+                leader
+                    .as_ref()
+                    .map_or("Patroni names no leader".into(), |l| format!(
+                        "Patroni's leader is {l:?}"
+                    ))
+            ),
+        ),
+        Word::Unmatched { leader, address } => (
+            Severity::Warning,
+            format!(
+                "Patroni's leader {leader:?} ({address}) is none of the configured nodes: \
+                 writes follow PostgreSQL's roles alone (give the aliases the addresses \
+                 Patroni advertises, its connect_address)"
+            ),
+        ),
+        Word::Off | Word::NoAnswer | Word::Agrees => return,
+    };
+    events.push(Event::cluster(severity, message));
 }
 
 fn check_split_brain(

@@ -161,11 +161,11 @@ macro_rules! with_table {
                 PATRONI_URLS: patroni_urls: Vec<String> = Setting::new(
                     Kind::Custom {
                         rule: rules::patroni_urls,
-                        accepts: "a list of `http://` or `https://` base URLs",
+                        accepts: "a list of `http://host[:port][/path]` base URLs (`https://` is refused)",
                     },
                     Lit::EmptyList, Family::Option,
-                    "Patroni REST base URLs (validated; not polled yet: W007)",
-                    "[roles](roles.md)",
+                    "Patroni REST base URLs: a node takes writes only while Patroni calls it leader",
+                    "[roles](roles.md#patroni-patroni_urls)",
                 );
             }
         }

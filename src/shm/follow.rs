@@ -22,7 +22,10 @@ impl<E: Probing> Sharing<E> {
     pub(super) fn follow_once(&self) -> Result<(), String> {
         let seg = self.segment();
         let seq = seg.seq();
-        let unchanged = lock(&self.view).as_ref().is_some_and(|d| d.seq == seq);
+        // A new word of Patroni's is decided on with the same segment. [s3-patroni]
+        let ha_generation = self.shared.patroni.as_ref().map_or(0, |w| w.generation());
+        let unchanged = lock(&self.view).as_ref().is_some_and(|d| d.seq == seq)
+            && self.patroni_seen.swap(ha_generation, Ordering::SeqCst) == ha_generation;
         if unchanged {
             return Ok(());
         }
@@ -51,7 +54,8 @@ impl<E: Probing> Sharing<E> {
                 mask |= 1 << i;
             }
         }
-        let roles = crate::roles::observe_roles(cfg, &d.nodes, now);
+        let ha = self.shared.patroni_view();
+        let roles = crate::roles::decide(cfg, &d.nodes, ha.as_deref(), now);
         let snapshot = Snapshot::new(d.snap.clone(), now).with_roles(roles);
         let snapshot = if mask == 0 {
             snapshot

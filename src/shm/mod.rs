@@ -92,6 +92,8 @@ pub(crate) struct Sharing<E: Probing> {
     posted: Vec<AtomicU64>,
     /// Per node: the mailbox counts the leader has applied (the leader's thread).
     mail_seen: Mutex<Vec<u64>>,
+    /// The generation of Patroni's view the followed roles were decided with. [s3-patroni]
+    patroni_seen: AtomicU64,
     stop: Mutex<bool>,
     stopped: AtomicBool,
     wake: Condvar,
@@ -130,6 +132,7 @@ impl<E: Probing> Sharing<E> {
             view: Mutex::new(None),
             posted: (0..n).map(|_| AtomicU64::new(0)).collect(),
             mail_seen: Mutex::new(vec![0; n]),
+            patroni_seen: AtomicU64::new(0),
             stop: Mutex::new(false),
             stopped: AtomicBool::new(false),
             wake: Condvar::new(),
@@ -292,6 +295,14 @@ impl<E: Probing> Sharing<E> {
             engine.reprobe();
         } else {
             self.segment().post_reprobe();
+        }
+    }
+
+    /// Patroni's view changed: the prober decides the roles again now; a follower's
+    /// thread does at its next read of the segment (within 20 ms). [s3-patroni]
+    pub(crate) fn refresh(&self) {
+        if let Some(engine) = self.engine.load_full() {
+            engine.refresh();
         }
     }
 

@@ -29,6 +29,9 @@ pub(crate) trait Probing: Send + Sync + Sized + 'static {
     /// Re-probes every node now.
     fn reprobe(&self);
 
+    /// Decides the roles again now (Patroni's view changed).
+    fn refresh(&self);
+
     /// A passive fault on node `idx`; returns whether the node was taking reads.
     fn report_passive(&self, idx: usize, fault: Fault, now: Instant) -> bool;
 

@@ -216,6 +216,8 @@ def test_e003_hint_names_no_alias_that_is_not_a_standby() -> None:
         ("PATRONI_URLS", "http://127.0.0.1:8008"),
         ("PATRONI_URLS", ["127.0.0.1:8008"]),
         ("PATRONI_URLS", ["http://"]),
+        ("PATRONI_URLS", ["https://127.0.0.1:8008"]),
+        ("PATRONI_URLS", ["http://127.0.0.1:80x8"]),
     ],
 )
 def test_bad_role_settings_are_e011_naming_key_and_value(key: str, value: Any) -> None:
@@ -227,14 +229,19 @@ def test_bad_role_settings_are_e011_naming_key_and_value(key: str, value: Any) -
     assert key in errors[0].msg and repr(value).strip("[]") in errors[0].msg, errors[0].msg
 
 
-def test_good_role_settings_and_patroni_urls_not_used_yet_is_w007() -> None:
-    """Proves: good values are accepted (``PRIMARY_WAIT_TIMEOUT`` 0 turns the wait off);
-    ``PATRONI_URLS``, validated but not polled by this version, is warning W007
-    rather than ignored silently."""
+def test_good_role_settings_pass_and_patroni_urls_are_used() -> None:
+    """Proves: good values are accepted (``PRIMARY_WAIT_TIMEOUT`` 0 turns the wait off),
+    and ``PATRONI_URLS``, polled since issue 14, no longer draws W007."""
     with router_settings(PRIMARY_WAIT_TIMEOUT=0):
         assert ours() == []
-    with router_settings(PATRONI_URLS=["http://127.0.0.1:8008/"]):
-        messages = ours()
-    assert ids(messages) == ["replica_router.W007"], messages
-    assert isinstance(messages[0], checks.Warning)
-    assert "http://127.0.0.1:8008" in messages[0].msg
+    with router_settings(PATRONI_URLS=["http://127.0.0.1:8008/", "http://localhost:8009"]):
+        assert ours() == []
+
+
+def test_https_patroni_urls_are_refused_saying_why() -> None:
+    """Proves: an ``https://`` Patroni URL is E011 with the reason (no setting names a
+    CA to check it with), not accepted and then polled unverified."""
+    with router_settings(PATRONI_URLS=["https://10.0.0.1:8008"]):
+        (error,) = ours()
+    assert error.id == "replica_router.E011"
+    assert "https:// is not supported" in error.msg and "10.0.0.1:8008" in error.msg, error.msg

@@ -58,13 +58,17 @@ def _reset_connections() -> None:
 
 
 @contextmanager
-def django_on(bed: PatroniCluster, style: str, conn_max_age: int = 0) -> Iterator[None]:
-    """Django and the router on ``bed`` for the duration (see the module doc)."""
+def django_on(
+    bed: PatroniCluster, style: str, conn_max_age: int = 0, **router: Any
+) -> Iterator[None]:
+    """Django and the router on ``bed`` for the duration (see the module doc);
+    ``router``: more ``REPLICA_ROUTER`` keys (``PATRONI_URLS``, ...)."""
     from replica_router import _runtime
 
     dbs = bed_databases(bed, style, conn_max_age)
     replicas = [a for a in dbs if a != "default"]
-    with databases_override(dbs, REPLICA_ROUTER={**ROUTER_SETTINGS, "REPLICAS": replicas}):
+    settings = {**ROUTER_SETTINGS, "REPLICAS": replicas, **router}
+    with databases_override(dbs, REPLICA_ROUTER=settings):
         _reset_connections()
         _runtime.reset()
         try:

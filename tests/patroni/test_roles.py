@@ -3,7 +3,8 @@
 Four reading and two writing threads run through the router while Patroni hands
 leadership from node1 to another node: by its REST API (switchover) or because node1's
 Patroni and postmaster were SIGKILLed and the leader key deleted (failover), with
-today's aliases (``default`` = node1, ``REPLICAS`` = the others). What must hold:
+today's aliases (``default`` = node1, ``REPLICAS`` = the others) and libpq multi-host
+aliases (both aliases over all three nodes). What must hold:
 
 * no read fails;
 * writes resume on the new primary and keep succeeding (the last writes all succeed,
@@ -34,9 +35,8 @@ from tests.support import wait_until
 measure = logging.getLogger("tests.measure")
 
 #: (alias style, CONN_MAX_AGE): today's aliases with per-request and persistent
-#: connections. ``("multihost", 60)`` belongs here once the router accepts libpq
-#: multi-host aliases (today ``replica_router.E010``; see docs/roles.md, Limits).
-CONFIGS = [("static", 0), ("static", 60)]
+#: connections, and libpq multi-host aliases (each host a node) with persistent ones.
+CONFIGS = [("static", 0), ("static", 60), ("multihost", 60)]
 #: Writes that must all succeed, on the new leader, at the end.
 LAST_WRITES = 20
 #: Generous bound for waits on a shared 2-core machine (not a target).

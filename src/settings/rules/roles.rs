@@ -4,13 +4,14 @@
 
 use super::super::{fail, key, Family, SettingsError, Value, HINT};
 
-/// `PATRONI_URLS`: a list (or tuple) of `http://` or `https://` base URLs.
+/// `PATRONI_URLS`: a list (or tuple) of `http://host[:port][/path]` base URLs (the
+/// form `patroni::Url` parses; `https://` is refused, see docs/roles.md).
 pub(super) fn patroni_urls(v: &Value) -> Result<Vec<String>, SettingsError> {
     let bad = |what: String| {
         fail(
             Family::Option,
             format!(
-                "{} must be a list of Patroni REST base URLs (http:// or https://), {what}",
+                "{} must be a list of Patroni REST base URLs (http://host:port), {what}",
                 key("PATRONI_URLS")
             ),
             HINT,
@@ -23,15 +24,12 @@ pub(super) fn patroni_urls(v: &Value) -> Result<Vec<String>, SettingsError> {
     };
     let mut urls = Vec::with_capacity(items.len());
     for item in items {
-        match item {
-            Value::Str(u)
-                if (u.starts_with("http://") || u.starts_with("https://"))
-                    && u.len() > "https://".len()
-                    && !u.chars().any(char::is_whitespace) =>
-            {
-                urls.push(u.trim_end_matches('/').to_string())
-            }
-            other => return bad(format!("got the item {}", other.repr())),
+        let Value::Str(u) = item else {
+            return bad(format!("got the item {}", item.repr()));
+        };
+        match crate::patroni::Url::parse(u) {
+            Ok(url) => urls.push(url.text),
+            Err(why) => return bad(format!("got the item {}: {why}", item.repr())),
         }
     }
     Ok(urls)

@@ -318,6 +318,7 @@ fn every_status_field_survives_the_segment() {
         reads_by_reason: Vec::new(),
         primary_now: false,
         connected_as: None,
+        patroni: (None, None),
         probed: Some(probed(&cfg, n, &view, now)),
     };
     for i in 0..2 {
