@@ -5,7 +5,8 @@
 //! has no Python in it and is tested with `cargo test`. The PyO3 layer binds it:
 //! `bindings` (the `Cluster` class), `router` (`ReadWriteRouter`'s native methods),
 //! `py_settings` (settings in, `ConfigError` out),
-//! `context` (`RouteState`), `django_conn` (Django's transaction flag), with
+//! `context` (`RouteState`), `django_conn` (Django's transaction flag), `hot` (the read
+//! path's per-thread cache), with
 //! `lifecycle` (the prober per process), `monitor` (its thread), `shm` (one prober
 //! per host, its health shared through a segment), `events` and `rng`.
 //! Modules are private: the compiler reports what nothing uses.
@@ -19,6 +20,7 @@ mod django_conn;
 mod events;
 mod fault;
 mod health;
+mod hot;
 mod lag;
 mod lifecycle;
 mod monitor;
