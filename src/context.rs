@@ -47,8 +47,7 @@ impl StateSource {
                 let mut value = std::ptr::null_mut();
                 // SAFETY: the GIL is held (`py`); `var` is a live ContextVar; on
                 // success `value` is a new reference or NULL (no value, no default).
-                if unsafe { PyContextVar_Get(var.as_ptr(), std::ptr::null_mut(), &mut value) } < 0
-                {
+                if unsafe { PyContextVar_Get(var.as_ptr(), std::ptr::null_mut(), &mut value) } < 0 {
                     return Err(PyErr::fetch(py));
                 }
                 // SAFETY: a new reference (or NULL), owned from here on.

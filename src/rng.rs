@@ -88,7 +88,10 @@ mod tests {
         }
         let mean = sum / f64::from(n);
         assert!((mean - 0.5).abs() < 0.01, "mean {mean}");
-        assert!((9_000..11_000).contains(&below_tenth), "{below_tenth} below 0.1");
+        assert!(
+            (9_000..11_000).contains(&below_tenth),
+            "{below_tenth} below 0.1"
+        );
     }
 
     #[test]
@@ -104,7 +107,10 @@ mod tests {
                 copy.uniform(0)
             })
             .collect();
-        assert!(same.windows(2).all(|w| w[0] == w[1]), "a copy draws the same");
+        assert!(
+            same.windows(2).all(|w| w[0] == w[1]),
+            "a copy draws the same"
+        );
         let p: Vec<f64> = (0..8).map(|_| parent.uniform(0)).collect();
         let c: Vec<f64> = (0..8).map(|_| child.uniform(1)).collect();
         assert_ne!(p, c, "the child reseeded in its generation");

@@ -186,9 +186,9 @@ fn read(py: Python<'_>, instance: Option<&Bound<'_, PyAny>>) -> PyResult<Option<
             Err(e) => Err(e),
             Ok(Hint::Other) => Ok(None),
             Ok(Hint::None) => cluster.read_node(py, None, Some(&mut hot.read)).map(Some),
-            Ok(Hint::Node(node, _)) => {
-                cluster.read_node(py, Some(node), Some(&mut hot.read)).map(Some)
-            }
+            Ok(Hint::Node(node, _)) => cluster
+                .read_node(py, Some(node), Some(&mut hot.read))
+                .map(Some),
         })
     });
     if let Some(outcome) = cached {
