@@ -4,8 +4,9 @@ Against a real primary + hot standby (both up), measures in interleaved rounds
 (medians, ns per call) each layer of ``django.db.router.db_for_read(Model)`` and of
 the hinted ``db_for_read(Model, instance=obj)`` through ``ReadWriteRouter``:
 
-* Django's dispatch with no router (the floor), and with a router whose method is a
-  Python function returning a constant (dispatch + a Python frame);
+* Django's dispatch with no router (the floor), with a router whose method is a
+  Python function returning a constant (dispatch + a Python frame), and with
+  django-multidb-router's ``ReplicaRouter`` (the reference of ``run.py``);
 * ``ReadWriteRouter().db_for_read`` called directly (no dispatch), and for an object
   of a database outside the cluster (the hint read and the rule applied, no
   decision);
@@ -22,6 +23,7 @@ inflate. Prints one table.
 from __future__ import annotations
 
 import argparse
+import contextvars
 import random
 import statistics
 import sys
@@ -52,6 +54,7 @@ def configure(cluster: LocalCluster) -> None:
         DATABASES={"default": cluster.dsn("primary"), "replica": cluster.dsn("standby")},
         INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "router"],
         REPLICA_ROUTER={"REPLICAS": {"replica": {"WEIGHT": 1}}, "PROBE_INTERVAL": 0.2},
+        REPLICA_DATABASES=["replica"],
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
     )
     django.setup()
@@ -82,11 +85,13 @@ def steps(rounds: int, calls: int) -> list[tuple[str, float]]:
     other = ReplicationModel(pk=1, name="x", count=1, average=1.0)
     other._state.db, other._state.adding = "other", False
     floor, constant = ConnectionRouter([]), ConnectionRouter([ConstantRouter()])
+    multidb = ConnectionRouter(["multidb.ReplicaRouter"])
     direct = replica_router.ReadWriteRouter()
     m = ReplicationModel
     cases: dict[str, Callable[[], object]] = {
         "dispatch, no router": lambda: floor.db_for_read(m),
         "dispatch + constant Python router": lambda: constant.db_for_read(m),
+        "dispatch + multidb ReplicaRouter": lambda: multidb.db_for_read(m),
         "dispatch + ReadWriteRouter": lambda: ours.db_for_read(m),
         "ReadWriteRouter().db_for_read(M), direct": lambda: direct.db_for_read(m),
         "core: pick only": pick_only.read,
@@ -95,6 +100,7 @@ def steps(rounds: int, calls: int) -> list[tuple[str, float]]:
         "ContextVar.get() from Python": context.current,
         "hinted: dispatch, no router": lambda: floor.db_for_read(m, instance=obj),
         "hinted: dispatch + constant Python router": lambda: constant.db_for_read(m, instance=obj),
+        "hinted: dispatch + multidb ReplicaRouter": lambda: multidb.db_for_read(m, instance=obj),
         "hinted: dispatch + ReadWriteRouter": lambda: ours.db_for_read(m, instance=obj),
         "hinted: ReadWriteRouter, direct": lambda: direct.db_for_read(m, instance=obj),
         "hinted: core, Cluster.read_hinted('replica')": lambda: cluster.read_hinted("replica"),
@@ -107,7 +113,9 @@ def steps(rounds: int, calls: int) -> list[tuple[str, float]]:
         order = list(cases.items())
         random.shuffle(order)
         for name, fn in order:
-            t = timeit.timeit(fn, number=calls, timer=time.thread_time)
+            # In a fresh copy of the context, as `run.py` times its rows.
+            timer = timeit.Timer(fn, timer=time.thread_time)
+            t = contextvars.copy_context().run(timer.timeit, calls)
             samples[name].append(t / calls * 1e9)
     for c in (pick_only, with_state):
         c.close()

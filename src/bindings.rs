@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
-use crate::context::RouteState;
+use crate::context::StateSource;
 use crate::events::Severity;
 use crate::lifecycle::Lifecycle;
 use crate::py_settings::RouterSettings;
@@ -26,7 +26,9 @@ pyo3::create_exception!(
 );
 
 mod faults;
+pub(crate) mod hot;
 mod patroni;
+mod read;
 mod roles;
 pub(crate) mod status;
 mod wait;
@@ -53,68 +55,13 @@ pub struct Cluster {
     prober: Lifecycle,
     aliases: Vec<Py<PyString>>,
     id: u64,
-    /// `ContextVar.get` of the Python-side routing state (a `RouteState` or None).
-    state_getter: Option<Py<PyAny>>,
+    /// The Python-side routing state (a `RouteState` or None): where to read it.
+    state: Option<StateSource>,
     /// Returns this thread's Django connection objects, in alias order.
     thread_connections: Option<Py<PyAny>>,
 }
 
 impl Cluster {
-    /// The caller's routing state, if it has one.
-    fn state<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, RouteState>>> {
-        let Some(getter) = &self.state_getter else {
-            return Ok(None);
-        };
-        Ok(getter.bind(py).call0()?.cast_into::<RouteState>().ok())
-    }
-
-    /// The read decision; `hint`: the node an `instance` hint's object was loaded from.
-    #[inline]
-    pub(crate) fn read_node(&self, py: Python<'_>, hint: Option<usize>) -> PyResult<Py<PyString>> {
-        self.prober.ensure_started();
-        let mut min_lsn = None;
-        if let Some(state) = self.state(py)? {
-            let state = state.get();
-            if state.primary_depth > 0 {
-                return Ok(self.route(py, 0, Reason::UsePrimary));
-            }
-            if state.pinned_now() {
-                return Ok(self.route(py, 0, Reason::Pinned));
-            }
-            min_lsn = state.min_lsn;
-        }
-        if let Some(fetch) = &self.thread_connections {
-            if let Some(node) = crate::django_conn::transaction_node(py, self.id, fetch) {
-                return Ok(self.route(py, node, Reason::Transaction));
-            }
-        }
-        let snapshot = self.shared.snapshot.load();
-        if let Some(node) = hint {
-            // An instance read from a node goes back to it while it may take reads, so
-            // related lookups see the same data.
-            if node == 0 || snapshot.is_eligible_now(node) {
-                return Ok(self.route(py, node, Reason::InstanceHint));
-            }
-        }
-        let (node, reason) = match min_lsn {
-            None => snapshot.pick_now(uniform()),
-            Some(lsn) => snapshot.pick_min_lsn(Instant::now(), uniform(), lsn),
-        };
-        Ok(self.route(py, node, reason))
-    }
-
-    #[inline]
-    fn route(&self, py: Python<'_>, node: usize, reason: Reason) -> Py<PyString> {
-        roles::note_pick(node);
-        if let Some(counters) = self.shared.reads.get(node) {
-            // Every caller holds the GIL (the module declares `gil_used`), so calls are
-            // serialized: a plain load and store counts exactly.
-            let c = &counters[reason as usize];
-            c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        }
-        self.aliases[node].clone_ref(py)
-    }
-
     /// The node of a Python alias: by identity first (Django hands back the strings
     /// this core returned), else by value.
     #[inline]
@@ -161,7 +108,7 @@ impl Cluster {
             shared,
             aliases,
             id: NEXT_CLUSTER_ID.fetch_add(1, Ordering::Relaxed),
-            state_getter,
+            state: state_getter.map(|g| StateSource::new(py, g)),
             thread_connections,
         }
     }
@@ -169,12 +116,13 @@ impl Cluster {
     /// The whole read decision in one call: `use_primary`, a pin after a write, an open
     /// transaction, a read-your-writes token, else a weighted pick. No I/O, no lock.
     fn read(&self, py: Python<'_>) -> PyResult<Py<PyString>> {
-        self.read_node(py, None)
+        hot::with(|hot| self.read_node(py, None, hot.map(|h| &mut h.read)))
     }
 
     /// `read()` for an object loaded from `alias` (Django's `instance` hint).
     fn read_hinted(&self, py: Python<'_>, alias: &str) -> PyResult<Py<PyString>> {
-        self.read_node(py, self.index_of(alias))
+        let hint = self.index_of(alias);
+        hot::with(|hot| self.read_node(py, hint, hot.map(|h| &mut h.read)))
     }
 
     /// The primary's alias, counting a read as `test_primary`: under a test runner

@@ -13,7 +13,8 @@
 //!   per process);
 //! - the PyO3 layer: `bindings` (the `Cluster` class), `router` (`ReadWriteRouter`'s
 //!   native methods), `py_settings` (settings in, `ConfigError` out), `context`
-//!   (`RouteState`), `django_conn` (Django's transaction flag).
+//!   (`RouteState`), `django_conn` (Django's transaction flag), `bindings::hot` (the
+//!   read path's per-thread cache).
 //!
 //! Modules are private: the compiler reports what nothing uses.
 

@@ -18,28 +18,43 @@
 //! read functions that replace the core's decision.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use pyo3::exceptions::{PyAttributeError, PyRuntimeError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::types::{PyDict, PyString};
 
+use crate::bindings::hot::{Installed, InstalledCache};
 use crate::bindings::Cluster;
-
-/// What the routers of this process route with.
-struct Installed {
-    cluster: Py<Cluster>,
-    /// Records a write in the caller's routing state (`context.note_write`).
-    note_write: Py<PyAny>,
-    /// Under a test runner, `(read, read_hinted)`: Python functions deciding reads
-    /// instead of the core (see `replica_router.testing.readers`).
-    readers: Option<(Py<PyAny>, Py<PyAny>)>,
-}
 
 /// Replaced (never mutated) by `install_router`; read lock-free on every call.
 static INSTALLED: ArcSwapOption<Installed> = ArcSwapOption::const_empty();
+
+/// Bumped after every change of `INSTALLED`: a thread's cached copy is current while
+/// this has not moved (one relaxed load per call instead of an `ArcSwap` load).
+static INSTALL_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The installed router, from this thread's cache.
+#[inline]
+fn cached_installed(cache: &mut InstalledCache) -> Option<&Installed> {
+    let generation = INSTALL_GENERATION.load(Ordering::Acquire);
+    if !matches!(cache, Some((g, _)) if *g == generation) {
+        refresh_installed(cache, generation);
+    }
+    cache.as_ref()?.1.as_deref()
+}
+
+#[cold]
+fn refresh_installed(cache: &mut InstalledCache, generation: u64) {
+    let fresh = INSTALLED.load_full();
+    // The copy it replaces may own the last reference to a retired cluster: release
+    // its Python objects now, as a holder of the GIL (which the native functions are
+    // not to PyO3, which would only queue the release).
+    Python::attach(|_| *cache = Some((generation, fresh)));
+}
 
 /// Routes this process's `db_for_read`/`db_for_write` with `cluster`: writes call `note_write()`, and
 /// `readers`, when given, decide reads instead of the core.
@@ -55,6 +70,7 @@ pub fn install_router(
         note_write,
         readers,
     })));
+    INSTALL_GENERATION.fetch_add(1, Ordering::Release);
 }
 
 /// Forgets the installed cluster: the next routing call builds one from the
@@ -62,6 +78,7 @@ pub fn install_router(
 #[pyfunction]
 pub fn uninstall_router() {
     INSTALLED.store(None);
+    INSTALL_GENERATION.fetch_add(1, Ordering::Release);
 }
 
 /// Runs `f` with the installed cluster, building it first if there is none.
@@ -142,6 +159,30 @@ fn hint<'py>(
 /// take reads. `None` for an object of a database outside the cluster (it stays
 /// there).
 fn read(py: Python<'_>, instance: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Py<PyString>>> {
+    // With this thread's cache: the installed router and everything the decision
+    // loads, without a shared load or a Python call (but the hint's attributes).
+    let cached = crate::bindings::hot::with(|hot| {
+        let hot = hot?;
+        let installed = cached_installed(&mut hot.installed)?;
+        if installed.readers.is_some() {
+            // The test readers are Python code that reads through `Cluster.read`:
+            // they run below, with the cache free for those reads.
+            return None;
+        }
+        let cluster = installed.cluster.get();
+        Some(match hint(py, cluster, instance) {
+            Err(e) => Err(e),
+            Ok(Hint::Other) => Ok(None),
+            Ok(Hint::None) => cluster.read_node(py, None, Some(&mut hot.read)).map(Some),
+            Ok(Hint::Node(node, _)) => cluster
+                .read_node(py, Some(node), Some(&mut hot.read))
+                .map(Some),
+        })
+    });
+    if let Some(outcome) = cached {
+        return outcome;
+    }
+    // First use, the test readers, or a read made while one is running.
     with_installed(py, |installed| {
         let cluster = installed.cluster.get();
         let node = match hint(py, cluster, instance)? {
@@ -150,7 +191,13 @@ fn read(py: Python<'_>, instance: Option<&Bound<'_, PyAny>>) -> PyResult<Option<
             Hint::Node(node, alias) => Some((node, alias)),
         };
         match (&installed.readers, node) {
-            (None, node) => cluster.read_node(py, node.map(|(n, _)| n)).map(Some),
+            (None, node) => {
+                let node = node.map(|(n, _)| n);
+                crate::bindings::hot::with(|hot| {
+                    cluster.read_node(py, node, hot.map(|h| &mut h.read))
+                })
+                .map(Some)
+            }
             (Some((read, _)), None) => Ok(read.bind(py).call0()?.extract()?),
             (Some((_, read_hinted)), Some((_, alias))) => {
                 Ok(read_hinted.bind(py).call1((alias,))?.extract()?)
@@ -177,26 +224,44 @@ type Body = for<'py> fn(Python<'py>, Option<&Bound<'py, PyAny>>) -> PyResult<Opt
 
 /// The `(model, *, instance=None, **hints)` of Django's call: `instance`, if given
 /// and not None. Only the argument count is checked; other hints are ignored.
-fn instance_of<'py>(
+///
+/// # Safety
+/// The GIL is held; `args` is a live tuple, `kwargs` a live dict or NULL (what
+/// CPython passes a `METH_VARARGS | METH_KEYWORDS` function).
+unsafe fn instance_of<'py>(
     py: Python<'py>,
     name: &str,
-    args: &Bound<'py, PyTuple>,
-    kwargs: Option<&Bound<'py, PyDict>>,
+    args: *mut ffi::PyObject,
+    kwargs: *mut ffi::PyObject,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
-    let model_by_name =
-        || kwargs.is_some_and(|k| k.contains(pyo3::intern!(py, "model")).unwrap_or(false));
-    if args.len() != 1 && !(args.is_empty() && model_by_name()) {
-        return Err(PyTypeError::new_err(format!(
-            "{name}() takes one positional argument, the model, and keyword hints ({} given)",
-            args.len()
-        )));
+    // Raw calls, not PyO3's checked casts: CPython guarantees both types, and
+    // Django's plain call hands over an empty dict, which needs no lookup at all.
+    // SAFETY (all blocks): per this function's contract.
+    let has_hints = !kwargs.is_null() && unsafe { ffi::PyDict_Size(kwargs) } > 0;
+    let nargs = unsafe { ffi::PyTuple_Size(args) };
+    if nargs != 1 {
+        let kwargs = unsafe { Bound::from_borrowed_ptr_or_opt(py, kwargs) };
+        let model_by_name = kwargs.is_some_and(|k| {
+            k.cast::<PyDict>()
+                .is_ok_and(|k| k.contains(pyo3::intern!(py, "model")).unwrap_or(false))
+        });
+        if !(nargs == 0 && model_by_name) {
+            return Err(PyTypeError::new_err(format!(
+                "{name}() takes one positional argument, the model, and keyword hints ({nargs} given)"
+            )));
+        }
     }
-    let Some(kwargs) = kwargs else {
+    if !has_hints {
         return Ok(None);
-    };
-    Ok(kwargs
-        .get_item(pyo3::intern!(py, "instance"))?
-        .filter(|i| !i.is_none()))
+    }
+    let key = pyo3::intern!(py, "instance").as_ptr();
+    // A borrowed reference, or NULL: absent, or (never for a str key) an error.
+    let found = unsafe { ffi::PyDict_GetItemWithError(kwargs, key) };
+    if found.is_null() {
+        return PyErr::take(py).map_or(Ok(None), Err);
+    }
+    let instance = unsafe { Bound::from_borrowed_ptr(py, found) };
+    Ok((!instance.is_none()).then_some(instance))
 }
 
 /// A `METH_VARARGS | METH_KEYWORDS` function's body: Django's `method(model, **hints)`
@@ -217,11 +282,7 @@ unsafe fn entry(
     let py = unsafe { Python::assume_attached() };
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: CPython passes a tuple and a dict or NULL, alive for the call.
-        let args = unsafe { Bound::from_borrowed_ptr(py, args) }.cast_into::<PyTuple>()?;
-        let kwargs = unsafe { Bound::from_borrowed_ptr_or_opt(py, kwargs) }
-            .map(Bound::cast_into::<PyDict>)
-            .transpose()?;
-        let instance = instance_of(py, name, &args, kwargs.as_ref())?;
+        let instance = unsafe { instance_of(py, name, args, kwargs) }?;
         body(py, instance.as_ref())
     }));
     let err = match outcome {

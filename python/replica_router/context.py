@@ -46,6 +46,12 @@ RouteState = _core.RouteState
 _state: contextvars.ContextVar[RouteState | None] = contextvars.ContextVar(
     "replica_router_state", default=None
 )
+# Set to its default in the importing context: CPython caches a variable's value per
+# thread only when it finds it set, so every context copied from this one (asyncio
+# tasks, ``copy_context()``) reads it on the router's hot path from that cache instead
+# of searching the context's map for a variable that is not there (a request sets it
+# anyway, ``begin_request``). A fresh thread has no context at all: fast either way.
+_state.set(None)
 
 #: The hot path reads this directly: ``current()`` is ``_state.get()``.
 current = _state.get

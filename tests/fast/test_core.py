@@ -224,3 +224,50 @@ def test_report_failure_classifies_before_it_reports(cluster: _core.Cluster) -> 
     assert cluster.report_failure("replica", None, timeout, connecting=True)[0] == "connection_failure"
     assert cluster.report_failure("replica", None, timeout)[0] == "timeout"
     assert cluster.report_failure("nope", None, timeout) == ("timeout", False)
+
+
+def test_routing_state_from_a_context_var_or_any_callable() -> None:
+    """Proves: the core reads the routing state from a ``ContextVar`` given as its bound
+    ``get`` (read through the C API) as it would by calling it: each change is seen by
+    the next read, a copied context and another thread see their own value; and any
+    other callable is called. Counted by reason (a cold cluster reads from the
+    primary either way)."""
+    import contextvars
+    import threading
+
+    var: contextvars.ContextVar[_core.RouteState | None] = contextvars.ContextVar(
+        "test_state", default=None
+    )
+    forced = _core.RouteState(primary_depth=1)
+    pinned = _core.RouteState(unit=True, pinned=True)
+    by_var = _core.Cluster(offline_settings(), state_getter=var.get)
+    by_call = _core.Cluster(offline_settings(), state_getter=lambda: pinned)
+    try:
+
+        def use_primary_reads() -> int:
+            by_var.read()
+            return int(by_var.decisions()["use_primary"])
+
+        assert use_primary_reads() == 0
+        token = var.set(forced)
+        assert use_primary_reads() == 1
+        assert contextvars.copy_context().run(use_primary_reads) == 2
+        outside: list[int] = []
+        thread = threading.Thread(target=lambda: outside.append(use_primary_reads()))
+        thread.start()
+        thread.join()
+        assert outside == [2], "a new thread has no value: not use_primary"
+        var.reset(token)
+        assert use_primary_reads() == 2
+
+        def in_a_new_context() -> int:
+            var.set(forced)
+            return use_primary_reads()
+
+        assert contextvars.Context().run(in_a_new_context) == 3
+        assert use_primary_reads() == 3
+        by_call.read()
+        assert by_call.decisions()["pinned"] == 1
+    finally:
+        by_var.close()
+        by_call.close()
