@@ -74,6 +74,9 @@ pub struct NodeStatus {
     pub lag_exact: bool,
     /// A replica that is not in recovery (promoted), or a primary that is.
     pub role_mismatch: bool,
+    /// The alias is a proxy or pooler endpoint, not a server (see `roles::proxy`):
+    /// its connections stay on it and no other alias's go to it. Once seen, kept.
+    pub proxy: bool,
     pub probes: u64,
     pub failed_probes: u64,
     /// Failures of real connections or queries reported by the database backend.
@@ -96,6 +99,8 @@ pub(crate) struct EngineState {
     pub(crate) last_writer: Option<usize>,
     /// Changes of primary seen (a switchover or failover each).
     pub(crate) role_changes: u64,
+    /// The server the last known primary's probe reached (`roles::server_of`).
+    pub(crate) last_writer_server: Option<String>,
 }
 
 impl EngineState {
@@ -113,6 +118,7 @@ impl EngineState {
                 lag_seconds: None,
                 lag_exact: false,
                 role_mismatch: false,
+                proxy: false,
                 probes: 0,
                 failed_probes: 0,
                 passive_faults: 0,
@@ -127,6 +133,7 @@ impl EngineState {
             roles: Roles::initial(cfg.nodes.len()),
             last_writer: None,
             role_changes: 0,
+            last_writer_server: None,
         }
     }
 }
@@ -165,8 +172,13 @@ pub(crate) fn observe(
             });
             let primary_never_answered = st.nodes[0].health.state == State::Unknown;
             let n = &mut st.nodes[idx];
-            // A host of a multi-host alias has no configured role to be out of.
+            events.extend(crate::roles::proxy::detect(
+                node_cfg, n, &sample, &what, idx,
+            ));
+            // A host of a multi-host alias, or a proxy endpoint (whose server the proxy
+            // picks), has no configured role to be out of.
             let mismatch = !node_cfg.multi_host
+                && !n.proxy
                 && match node_cfg.role {
                     Role::Primary => sample.in_recovery,
                     Role::Replica => !sample.in_recovery,
@@ -376,15 +388,23 @@ pub fn build_snapshot(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) -
             let standby = n.sample.as_ref().is_some_and(|s| s.in_recovery);
             // No primary known: the primary alias takes no reads (its connections wait
             // for a primary; reads never wait).
+            // A proxied replica alias that reaches the primary (the proxy's check
+            // window) serves reads by the primary's weight; never an old primary.
+            let proxied_primary = slot > 0
+                && n.proxy
+                && n.sample.as_ref().is_some_and(|s| !s.in_recovery)
+                && !roles.stale.contains(&target);
             let role_ok = if slot == 0 {
                 writer == Some(target)
             } else {
-                standby
+                standby || proxied_primary
             };
             // The herd policy tolerates a lagging standby behind a replica alias only.
             let tolerated = slot > 0 && role_ok && tolerated.get(target).copied().unwrap_or(false);
             let weight = if tolerated {
                 c.weight * lag::tolerated_share(cfg, n.lag_seconds)
+            } else if proxied_primary {
+                cfg.nodes[0].weight
             } else {
                 c.weight
             };

@@ -153,6 +153,10 @@ class Roles(TypedDict):
     role_changes: int
     #: Alias -> the configured alias of the node its new connections go to.
     connects_to: dict[str, str]
+    #: Aliases that are proxy or pooler endpoints (their connections never move).
+    proxies: list[str]
+    #: The server the primary's probe reached (``addr:port`` as the server saw it).
+    primary_server: str | None
 
 class ConfigError(ValueError):
     """A setting that cannot work; the message names the key and the value."""
