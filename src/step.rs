@@ -388,22 +388,24 @@ pub fn build_snapshot(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) -
             let standby = n.sample.as_ref().is_some_and(|s| s.in_recovery);
             // No primary known: the primary alias takes no reads (its connections wait
             // for a primary; reads never wait).
-            // A proxied replica alias that reaches the primary (the proxy's check
-            // window) serves reads by the primary's weight; never an old primary.
-            let proxied_primary = slot > 0
-                && n.proxy
+            // A replica alias that reaches a primary its connections may not move
+            // from (a proxy's `replicas` in its check window, or a promoted standby
+            // while the primary alias is a proxy endpoint) serves reads by the
+            // primary's weight; never an old primary, nor one of a split brain.
+            let primary_reads = slot > 0
                 && n.sample.as_ref().is_some_and(|s| !s.in_recovery)
-                && !roles.stale.contains(&target);
+                && !roles.stale.contains(&target)
+                && !matches!(roles.writer, crate::roles::Writer::Split(_));
             let role_ok = if slot == 0 {
                 writer == Some(target)
             } else {
-                standby || proxied_primary
+                standby || primary_reads
             };
             // The herd policy tolerates a lagging standby behind a replica alias only.
             let tolerated = slot > 0 && role_ok && tolerated.get(target).copied().unwrap_or(false);
             let weight = if tolerated {
                 c.weight * lag::tolerated_share(cfg, n.lag_seconds)
-            } else if proxied_primary {
+            } else if primary_reads {
                 cfg.nodes[0].weight
             } else {
                 c.weight
