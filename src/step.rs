@@ -302,7 +302,9 @@ pub(crate) fn passive(
     let n = &mut st.nodes[idx];
     n.passive_faults += 1;
     n.last_error = Some(fault);
-    let mut events = match n.health.on_passive_fault(now) {
+    let transition = n.health.on_passive_fault(now);
+    crate::roles::proxy::after_passive_fault(cfg, n);
+    let mut events = match transition {
         Some((old, new)) => vec![transition_event(
             cfg,
             idx,
@@ -388,14 +390,7 @@ pub fn build_snapshot(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) -
             let standby = n.sample.as_ref().is_some_and(|s| s.in_recovery);
             // No primary known: the primary alias takes no reads (its connections wait
             // for a primary; reads never wait).
-            // A replica alias that reaches a primary its connections may not move
-            // from (a proxy's `replicas` in its check window, or a promoted standby
-            // while the primary alias is a proxy endpoint) serves reads by the
-            // primary's weight; never an old primary, nor one of a split brain.
-            let primary_reads = slot > 0
-                && n.sample.as_ref().is_some_and(|s| !s.in_recovery)
-                && !roles.stale.contains(&target)
-                && !matches!(roles.writer, crate::roles::Writer::Split(_));
+            let primary_reads = crate::roles::proxy::reads_as_primary(&roles, slot, target, n);
             let role_ok = if slot == 0 {
                 writer == Some(target)
             } else {

@@ -11,8 +11,9 @@
 
 use std::net::IpAddr;
 
-use crate::config::NodeConfig;
+use crate::config::{ClusterConfig, NodeConfig};
 use crate::probe::Sample;
+use crate::roles::{Roles, Writer};
 use crate::step::{Event, NodeStatus, Severity};
 
 /// Marks node `idx` (`what`: its role and alias, for the log) a proxy endpoint the
@@ -39,6 +40,27 @@ pub(crate) fn detect(
         ),
         idx,
     ))
+}
+
+/// Whether alias `slot`, which connects to node `target` (`n`), serves reads by the
+/// primary's weight: a replica alias that reaches a primary its connections may not
+/// move from (a proxy's `replicas` in its check window, or a promoted standby while
+/// the primary alias is a proxy endpoint); never an old primary, nor one of a split
+/// brain. (A replica alias whose node became the writer was swapped already.)
+pub(crate) fn reads_as_primary(roles: &Roles, slot: usize, target: usize, n: &NodeStatus) -> bool {
+    slot > 0
+        && n.sample.as_ref().is_some_and(|s| !s.in_recovery)
+        && !roles.stale.contains(&target)
+        && !matches!(roles.writer, Writer::Split(_))
+}
+
+/// After a query failed on `n` (`Health::on_passive_fault`): through a proxy the next
+/// connection may reach another server, so the next good probe (the prober re-probes
+/// at once, on a new connection) brings the endpoint back, not `RISE` of them.
+pub(crate) fn after_passive_fault(cfg: &ClusterConfig, n: &mut NodeStatus) {
+    if n.proxy {
+        n.health.ok_streak = cfg.rise.saturating_sub(1);
+    }
 }
 
 /// Why the alias of `node` is a proxy endpoint, judging by the server its probe just
@@ -92,7 +114,7 @@ mod tests {
     use super::*;
     use crate::config::tests::{cluster, node};
     use crate::config::Role;
-    use crate::roles::{observe_roles, Writer};
+    use crate::roles::observe_roles;
     use crate::select::Reason;
     use crate::step::tests::{sample_primary, sample_standby};
     use crate::step::{build_snapshot, observe, EngineState};
@@ -175,6 +197,23 @@ mod tests {
             .filter(|k| snap.pick(now, f64::from(*k) / 300.0) == (1, Reason::Weighted))
             .count();
         assert_eq!(to_replicas, 150);
+    }
+
+    #[test]
+    fn a_proxy_endpoint_that_failed_a_query_is_back_at_its_next_good_probe() {
+        let cfg = cluster(&[1.0, 1.0]);
+        let now = Instant::now();
+        let mut st = EngineState::new(&cfg, now);
+        probe(&cfg, &mut st, 0, via(6001, true, 1), now);
+        probe(&cfg, &mut st, 1, via(6002, false, 1), now);
+        let fault = crate::probe::Fault {
+            kind: crate::probe::FaultKind::Timeout,
+            message: "connection timeout expired".into(),
+        };
+        crate::step::passive(&cfg, &mut st, 1, fault, now);
+        assert_eq!(st.nodes[1].health.state, crate::health::State::Down);
+        probe(&cfg, &mut st, 1, via(6003, false, 1), now);
+        assert_eq!(st.nodes[1].health.state, crate::health::State::Up);
     }
 
     #[test]
