@@ -399,6 +399,10 @@ async fn node_loop(engine: Arc<Engine>, idx: usize, mut stop: watch::Receiver<bo
             // one goes now (the one that just failed did): probe on a new one.
             prober.reset();
         }
+        // Through a proxy, a connect that times out is the proxy's path to some server
+        // (retrying a dead one, say), not a frozen server under open connections.
+        let connecting_through_proxy =
+            !prober.is_connected() && engine.shared.snapshot.load().roles.proxies.contains(&idx);
         let started = Instant::now();
         let outcome = tokio::select! {
             r = tokio::time::timeout(timeout, prober.probe()) => r,
@@ -410,10 +414,15 @@ async fn node_loop(engine: Arc<Engine>, idx: usize, mut stop: watch::Receiver<bo
             Err(_) => {
                 // Dropping the half-done connection closes its socket now.
                 prober.reset();
+                let (kind, what) = if connecting_through_proxy {
+                    (FaultKind::Connection, "no connection through the proxy")
+                } else {
+                    (FaultKind::Timeout, "no answer")
+                };
                 Err(Fault {
-                    kind: FaultKind::Timeout,
+                    kind,
                     message: format!(
-                        "no answer within PROBE_TIMEOUT ({:.3} s)",
+                        "{what} within PROBE_TIMEOUT ({:.3} s)",
                         timeout.as_secs_f64()
                     ),
                 })
