@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from django.db import DatabaseError, connections, router
 from router.models import ReplicationModel
 

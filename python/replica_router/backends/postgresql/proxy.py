@@ -45,9 +45,13 @@ def connect_for_write(db: DatabaseWrapper, exc: DatabaseError) -> None:
         try:
             db.ensure_connection()
             node = db._rr_node
-            with db.wrap_database_errors, db.connection.cursor() as cursor:
-                cursor.execute("SELECT pg_is_in_recovery()")
-                row = cursor.fetchone()
+            with db.wrap_database_errors:
+                cursor = db.create_cursor()
+                try:
+                    cursor.execute("SELECT pg_is_in_recovery()")
+                    row = cursor.fetchone()
+                finally:
+                    cursor.close()
             if row is not None and not row[0]:
                 return
         except DatabaseError as again:
