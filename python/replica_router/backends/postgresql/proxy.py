@@ -7,14 +7,11 @@ endpoint, where without a proxy the core would pick another node."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Any
 
 from django.db import DatabaseError
 
 from replica_router import _runtime, faults, roles
-
-if TYPE_CHECKING:
-    from replica_router.backends.postgresql.base import DatabaseWrapper
 
 __all__ = ["connect_for_write", "is_proxy"]
 
@@ -27,14 +24,15 @@ def is_proxy(alias: str) -> bool:
         return False
 
 
-def connect_for_write(db: DatabaseWrapper, exc: DatabaseError) -> None:
+def connect_for_write(db: Any, exc: DatabaseError) -> None:
     """Open the primary alias's connection for a write that runs again (nothing ran
-    yet; ``exc`` is why). Without a proxy the core's choice is the primary now. Through
-    a proxy, which may still send a new connection to a standby (or a dead server) for
-    a moment after its checks moved, the connection is first checked to reach a
-    primary (one round trip, on this path only); if it does not, or its connect fails,
-    the next connect through the proxy is tried, each waiting for a probe that says
-    the endpoint reaches a primary, until ``PRIMARY_WAIT_TIMEOUT``."""
+    yet; ``exc`` is why). ``db`` is the backend's ``DatabaseWrapper`` (not imported:
+    that module imports this one). Without a proxy the core's choice is the primary
+    now. Through a proxy, which may still send a new connection to a standby (or a
+    dead server) for a moment after its checks moved, the connection is first checked
+    to reach a primary (one round trip, on this path only); if it does not, or its
+    connect fails, the next connect through the proxy is tried, each waiting for a
+    probe that says the endpoint reaches a primary, until ``PRIMARY_WAIT_TIMEOUT``."""
     if not is_proxy(db.alias):
         db.ensure_connection()
         return
