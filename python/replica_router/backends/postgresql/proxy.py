@@ -28,36 +28,57 @@ def connect_for_write(db: Any, exc: DatabaseError) -> None:
     """Open the primary alias's connection for a write that runs again (nothing ran
     yet; ``exc`` is why). ``db`` is the backend's ``DatabaseWrapper`` (not imported:
     that module imports this one). Without a proxy the core's choice is the primary
-    now. Through a proxy, which may still send a new connection to a standby (or a
-    dead server) for a moment after its checks moved, the connection is first checked
-    to reach a primary (one round trip, on this path only); if it does not, or its
-    connect fails, the next connect through the proxy is tried, each waiting for a
-    probe that says the endpoint reaches a primary, until ``PRIMARY_WAIT_TIMEOUT``."""
+    now. Through a proxy the endpoint is the place, and the proxy picks the server: a
+    new connection through it is checked to reach a primary on the newest timeline
+    seen (one round trip, on this path only) before the write runs; if it reaches a
+    standby, an older primary, or nothing, the next connect through the endpoint is
+    tried every ``RETRY_PULSE`` s until ``PRIMARY_WAIT_TIMEOUT``, so that the write
+    goes ahead as soon as the proxy's checks move, not a probe's ``RISE`` later."""
     if not is_proxy(db.alias):
         db.ensure_connection()
         return
+    cluster = _runtime.cluster or _runtime.get_cluster()
     deadline = time.monotonic() + _runtime.get_settings().primary_wait_timeout
     last = exc
     while True:
-        node = db._rr_next_node
+        db._rr_avoid = None  # the endpoint itself, whatever the probes saw last
+        db._rr_no_wait = True
         try:
             db.ensure_connection()
-            node = db._rr_node
             with db.wrap_database_errors:
                 cursor = db.create_cursor()
                 try:
-                    cursor.execute("SELECT pg_is_in_recovery()")
+                    cursor.execute(_ROLE_SQL)
                     row = cursor.fetchone()
                 finally:
                     cursor.close()
-            if row is not None and not row[0]:
+            if row is not None and not row[0] and _current(row[1]):
                 return
         except DatabaseError as again:
             if isinstance(again, roles.PrimaryUnavailable) or faults.node_fault(again) is None:
-                raise
+                raise  # two primaries, or not a node fault: as without a proxy
             last = again
+        finally:
+            db._rr_no_wait = False
         if time.monotonic() >= deadline:
             raise last
         db._rr_discard()
-        db._rr_avoid = node  # the next connect waits for a probe that says primary
-        (_runtime.cluster or _runtime.get_cluster()).reprobe()
+        cluster.reprobe()
+        time.sleep(RETRY_PULSE)
+
+
+#: How often a write waiting through a proxy tries a new connection through it.
+RETRY_PULSE = 0.1
+
+#: The role and timeline of the server a connection reached (the probe's rules).
+_ROLE_SQL = (
+    "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN NULL ELSE "
+    "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END"
+)
+
+
+def _current(timeline: Any) -> bool:
+    """Whether a primary on ``timeline`` is no older than the newest one seen on any
+    node: never a write to an old primary the proxy still reaches."""
+    newest = roles.roles().get("timeline")
+    return newest is None or timeline is None or int(timeline) >= int(newest)
