@@ -65,6 +65,7 @@ lint: $(WHEEL_STAMP)
 ## (src/settings/table.rs); a fast test fails while it is out of date
 docs: $(WHEEL_STAMP)
 	$(PY) -m tests.settings_reference
+	$(PY) -m tests.status_types_reference
 
 ## bench: router cost and dead-replica behaviour vs peers, printed as a table
 bench: wheel postgres

@@ -42,60 +42,93 @@ Reason = Literal[
 ]
 
 
+# --- NodeStatus: generated from src/report/fields.rs by `make docs` ---
+
+
 class _NodeStatusBase(TypedDict):
+    """The keys of every node's dict in ``status()``."""
+
+    #: The node's name: its Django alias, or ``alias@host:port`` for a host of a multi-host
+    #: alias.
     alias: str
+    #: The role the settings give the node.
     configured_role: Role
-    weight: float
-    host: str
-    port: int
-    #: Reads routed to the node in this process, in all and by reason.
-    reads_routed: int
-    reads_by_reason: dict[str, int]
+    #: The node's health state (``unknown`` until the prober started).
     state: State
+    #: Configured read weight.
+    weight: float
+    #: Reads routed to the node in this process.
+    reads_routed: int
+    #: The node's host.
+    host: str
+    #: The node's port.
+    port: int
+    #: Reads routed to the node in this process, by reason.
+    reads_by_reason: dict[str, int]
     #: This node is the primary now (observed, whatever it was configured as).
     primary_now: bool
     #: The alias whose new connections go to this node now (``None``: none).
     connected_as: str | None
-    #: The node's role and state in Patroni's last answer (``None`` without ``PATRONI_URLS``).
+    #: The node's role in Patroni's last answer (``leader``, ``replica``, ...; ``None``
+    #: without ``PATRONI_URLS``).
     patroni_role: str | None
+    #: The node's state in Patroni's last answer (``running``, ``streaming``, ...; ``None``
+    #: without ``PATRONI_URLS``).
     patroni_state: str | None
 
 
 class NodeStatus(_NodeStatusBase, total=False):
     """One node in ``status()``. The keys below are present once this process's
-    prober has started (``state`` is ``"unknown"`` without them).
+    prober has started (``state`` is ``"unknown"`` without them)."""
 
-    The core's table (``status_fields()``) defines every key; ``tests/fast/test_status_fields.py``
-    checks that these keys, their types and which are required are the table's."""
-
+    #: The role the last probe saw (replica: in recovery); ``None`` while no probe answered.
+    observed_role: Role | None
     #: A live state whose last good probe is older than the staleness window.
     stale: bool
-    observed_role: Role | None
-    role_mismatch: bool
-    timeline: int | None
+    #: Replication lag in bytes of WAL.
     lag_bytes: int | None
+    #: Replication lag in seconds.
     lag_seconds: float | None
+    #: Latency of the last probe, in milliseconds.
+    latency_ms: float | None
+    #: Failed probes in a row.
+    consecutive_failures: int
+    #: The kind of the last error (``connection_refused``, ``timeout``, ...).
+    error_class: str | None
+    #: The last error's text (password redacted).
+    last_error: str | None
     #: Why a lagging node is out of weighted reads (replay paused, over a limit, ...).
     lag_reason: str | None
-    replay_paused: bool | None
-    wal_receiver_status: str | None
-    current_lsn: str | None
-    receive_lsn: str | None
-    replay_lsn: str | None
-    latency_ms: float | None
-    consecutive_failures: int
-    consecutive_successes: int
-    probes: int
-    failed_probes: int
     #: Failures of real connections or queries reported by the database backend.
     passive_faults: int
-    #: Password redacted.
-    last_error: str | None
-    error_class: str | None
+    #: The observed role differs from the configured one (a promoted replica).
+    role_mismatch: bool
+    #: The node's timeline.
+    timeline: int | None
+    #: WAL replay is paused (``pg_wal_replay_pause()``).
+    replay_paused: bool | None
+    #: ``pg_stat_wal_receiver.status`` (``hidden``: the probe user may not see it).
+    wal_receiver_status: str | None
+    #: ``pg_current_wal_lsn()`` on a primary.
+    current_lsn: str | None
+    #: The last WAL position a standby received.
+    receive_lsn: str | None
+    #: The last WAL position a standby replayed.
+    replay_lsn: str | None
+    #: Good probes in a row.
+    consecutive_successes: int
+    #: Probes of the node.
+    probes: int
+    #: Failed probes of the node.
+    failed_probes: int
+    #: Unix time of the node's last state change.
     last_state_change: float
+    #: Unix time of the node's last probe.
     last_probe: float | None
+    #: Seconds since the node last answered a probe.
     last_good_probe_age: float | None
-    #: Unix time the server started (``pg_postmaster_start_time()``): a change is a restart.
+    #: Unix time the node's server started (``pg_postmaster_start_time()``): a change is a
+    #: restart.
     server_started: float | None
     #: The process that probes: this one, or (``shared``) the host's elected worker.
     prober_pid: int
@@ -103,6 +136,9 @@ class NodeStatus(_NodeStatusBase, total=False):
     shared: bool
     #: Seconds since the prober last published; ``None`` before its first publish.
     snapshot_age: float | None
+
+
+# --- end of NodeStatus ---
 
 
 class Decisions(TypedDict):

@@ -27,6 +27,7 @@ from replica_router import _core, states, status_types
 from replica_router.management.commands import replica_status
 from replica_router.metrics import ReplicaRouterCollector
 from tests.snippets import blocks_under
+from tests.status_types_reference import current, render
 from tests.support import ROOT, offline_databases
 
 FIELDS = states.STATUS_FIELDS
@@ -291,3 +292,14 @@ def test_status_waits_until_no_node_is_unknown(cluster: _core.Cluster) -> None:
     nodes = cluster.status(wait=10)
     assert [n["state"] for n in nodes] == ["down", "down"]
     assert all(n["consecutive_failures"] >= 1 for n in nodes)
+
+
+def test_node_status_types_are_generated_from_the_table() -> None:
+    """Proves: ``NodeStatus`` in ``status_types.py`` is what ``make docs`` renders from
+    the core's table (``tests/status_types_reference.py``): a new status key is one
+    table entry, and this fails until the module is regenerated."""
+    expected = render()
+    assert current() == expected, (
+        "status_types.py's NodeStatus differs from the status table: run `make docs`. "
+        f"It should read:\n{expected}"
+    )
