@@ -24,7 +24,6 @@ from django.db.backends.postgresql import base as postgresql
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 from replica_router import _runtime, faults, roles
-from replica_router.backends.postgresql import proxy
 
 __all__ = ["DatabaseWrapper"]
 
@@ -268,7 +267,7 @@ class _RetryMixin:
         if not db._rr_may_retry():
             raise exc
         db._rr_discard()
-        proxy.connect_for_write(db, exc)
+        db.ensure_connection()
         with db.wrap_database_errors:
             inner = db.create_cursor()
             result = inner.execute(sql) if params is None else inner.execute(sql, params)
@@ -285,15 +284,11 @@ def _run_elsewhere(tried: list[str], sql: str, params: Any, exc: DatabaseError) 
     """Run a read on the next node the core picks (never one in ``tried``); returns
     (DB-API cursor, its DatabaseWrapper, execute's result). Node faults on the way
     are reported and the next node is tried; any other error is raised as is; when
-    no node is left, the original error ``exc`` is raised; but a proxy endpoint that
-    failed is tried once more first: the proxy routes a new connection anew."""
-    again_through = tried[0] if tried and proxy.is_proxy(tried[0]) else None
+    no node is left, the original error ``exc`` is raised."""
     while True:
         alias = _runtime.retry_alias(tried)
         if alias is None:
-            if again_through is None:
-                raise exc
-            alias, again_through = again_through, None
+            raise exc
         tried.append(alias)
         other = _connection(alias)
         connected = False
