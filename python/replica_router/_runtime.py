@@ -167,9 +167,9 @@ def _log_events(c: _core.Cluster) -> None:
                 if level:  # 0: already logged by the host's shared prober
                     logger.log(level, "%s", message)
                 if alias is not None and state in (states.DOWN, states.MISCONFIGURED):
-                    # The one count of a node going down (a fault that real traffic
-                    # reported too: faults.report leaves the counting to this event).
-                    node_connections.note_down(alias)
+                    # The one count of a node going down (unless real traffic
+                    # reported it a moment ago: faults.report counted it then).
+                    node_connections.note_down_event(alias)
                 if alias is not None and interrupt:
                     # Frozen or blackholed: queries waiting on it would wait for as
                     # long as it stays so; make them fail now (reads are retried).

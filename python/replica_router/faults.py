@@ -7,8 +7,10 @@ The rules that say whether a failure is a node fault live in the Rust core (the
 same rules as for probes): ``report`` hands the failure's SQLSTATE and message to
 ``Cluster.report_failure``, which classifies it and reports a node fault in one
 call. This module only takes what it needs out of a driver's exception (psycopg 3
-or psycopg2). A node that goes down is counted once, by the state-change event the
-core emits for it (see :mod:`replica_router._runtime`), not again here.
+or psycopg2). A node that goes down is counted once: here, at once, when real
+traffic found it failing while it took reads (so that no retry reuses a connection
+to it), else by the state-change event the core emits for it (see
+:mod:`replica_router._runtime` and ``node_connections.note_down_event``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ from __future__ import annotations
 import re
 
 from replica_router import _core, _runtime
-from replica_router.node_connections import down_epoch, interrupt, note_down, register
+from replica_router.node_connections import (
+    down_epoch,
+    interrupt,
+    note_down,
+    note_reported,
+    register,
+)
 
 __all__ = [
     "down_epoch",
@@ -94,5 +102,24 @@ def report(
     cluster = _runtime.cluster
     if cluster is None:
         return _core.classify_failure(*failure)
-    kind, _was_in_reads = cluster.report_failure(alias, *failure, node, connecting=connecting)
+    kind, was_in_reads = cluster.report_failure(alias, *failure, node, connecting=connecting)
+    if was_in_reads:
+        # Stale now, not a beat later with the core's down event: a read retried
+        # elsewhere (or the next request) must not reuse a connection to this server,
+        # whichever alias opened it (after a switchover, or with multi-host aliases,
+        # two aliases can reach one server).
+        for same in _aliases_on_server(alias, node):
+            note_reported(same)
     return kind
+
+
+def _aliases_on_server(alias: str, node: int | None) -> set[str]:
+    """``alias`` and every alias with a node at the same host and port as ``node``."""
+    settings = _runtime.settings
+    if node is None or settings is None:
+        return {alias}
+    nodes = settings.nodes
+    if not 0 <= node < len(nodes):
+        return {alias}
+    host, port = nodes[node]["host"], nodes[node]["port"]
+    return {alias} | {n["alias"] for n in nodes if n["host"] == host and n["port"] == port}

@@ -14,10 +14,18 @@ import logging
 import os
 import socket
 import threading
+import time
 import weakref
 from typing import Any
 
-__all__ = ["down_epoch", "interrupt", "note_down", "register"]
+__all__ = [
+    "down_epoch",
+    "interrupt",
+    "note_down",
+    "note_down_event",
+    "note_reported",
+    "register",
+]
 
 logger = logging.getLogger("replica_router")
 
@@ -31,9 +39,38 @@ _by_alias: dict[str, weakref.WeakSet[Any]] = {}
 _by_alias_lock = threading.Lock()
 
 
+#: Django aliases whose down epoch real traffic bumped (``note_reported``), with when:
+#: the core's down event that follows such a report is not counted again.
+_reported: dict[str, float] = {}
+#: How long a reported fault stands for the core's down event of it (the event comes
+#: at once, or at the node's immediate re-probe: well within this).
+REPORTED_WINDOW = 5.0
+
+
 def note_down(alias: str) -> None:
     """The node went down: every connection opened to it before now is stale."""
     with _epoch_lock:
+        down_epoch[alias] = down_epoch.get(alias, 0) + 1
+
+
+def note_reported(alias: str) -> None:
+    """Real traffic of ``alias`` failed on a node that was taking reads: its older
+    connections are stale now, before the core's down event (a retry elsewhere must
+    not reuse one). That event then counts nothing more (``note_down_event``)."""
+    with _epoch_lock:
+        down_epoch[alias] = down_epoch.get(alias, 0) + 1
+        _reported[alias] = time.monotonic()
+
+
+def note_down_event(node: str) -> None:
+    """The core says node ``node`` went down (its name: the Django alias, or
+    ``alias@host:port`` for a host of a multi-host alias): the alias's connections
+    are stale, unless real traffic reported this very fault a moment ago."""
+    alias = node.split("@", 1)[0]
+    with _epoch_lock:
+        reported = _reported.pop(alias, None)
+        if reported is not None and time.monotonic() - reported < REPORTED_WINDOW:
+            return
         down_epoch[alias] = down_epoch.get(alias, 0) + 1
 
 

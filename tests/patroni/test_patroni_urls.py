@@ -34,7 +34,7 @@ import pytest
 
 from tests.patroni.conftest import django_on
 from tests.patroni.test_roles import WAIT, _check, _summary
-from tests.patroni.traffic import Traffic
+from tests.patroni.traffic import Traffic, all_nodes_up
 from tests.patronicluster import NAMES, PatroniCluster
 from tests.patroniconf import http
 from tests.support import dead_port, wait_until
@@ -149,6 +149,7 @@ def test_failover_with_patroni_urls(bed: PatroniCluster) -> None:
         Traffic() as traffic,
     ):
         wait_until(lambda: traffic.served_since("w", 0, bed.pg_ports["node1"]) >= 10, WAIT)
+        wait_until(all_nodes_up, WAIT)
         event_at = time.monotonic()
         bed.failover("node1")
         new, _ = bed.wait_new_primary("node1", event_at, WAIT)
@@ -171,6 +172,7 @@ def test_patroni_unreachable_falls_back_to_postgresql(
     caplog.set_level(logging.INFO, logger="replica_router")
     with django_on(bed, "static", 0, PATRONI_URLS=[url]), Traffic() as traffic:
         wait_until(lambda: traffic.served_since("w", 0, bed.pg_ports["node1"]) >= 10, WAIT)
+        wait_until(all_nodes_up, WAIT)
         patroni = _roles()["patroni"]
         assert patroni["word"] == "no_answer" and patroni["url"] is None, patroni
         assert url in patroni["error"] and "refused" in patroni["error"], patroni

@@ -28,7 +28,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.patroni.conftest import django_on
-from tests.patroni.traffic import Traffic
+from tests.patroni.traffic import Traffic, all_nodes_up
 from tests.patronicluster import PatroniCluster
 from tests.support import wait_until
 
@@ -95,6 +95,7 @@ def test_switchover_under_load(bed: PatroniCluster, style: str, cma: int) -> Non
     tag = int(time.time() * 1000) % 2_000_000_000
     with django_on(bed, style, cma), Traffic(tag=tag) as traffic:
         wait_until(lambda: traffic.served_since("w", 0, bed.pg_ports["node1"]) >= 10, WAIT)
+        wait_until(all_nodes_up, WAIT)
         event_at = time.monotonic()
         bed.switchover("node2", "node1")
         bed.wait_healthy("node2", WAIT)
@@ -118,6 +119,7 @@ def test_failover_under_load(bed: PatroniCluster, style: str, cma: int) -> None:
     again (Patroni rewinds it), serves reads again as a standby."""
     with django_on(bed, style, cma), Traffic() as traffic:
         wait_until(lambda: traffic.served_since("w", 0, bed.pg_ports["node1"]) >= 10, WAIT)
+        wait_until(all_nodes_up, WAIT)
         event_at = time.monotonic()
         bed.failover("node1")
         new, promotion = bed.wait_new_primary("node1", event_at, WAIT)

@@ -133,3 +133,14 @@ class Traffic:
         """The ``count`` writes that started last."""
         writes = sorted((o for o in self.snapshot() if o.kind == "w"), key=lambda o: o.start)
         return writes[-count:]
+
+
+def all_nodes_up() -> bool:
+    """Whether this process's router sees every node ``up`` (each probed, its lag
+    known): the state of an application that has been running a while, which is
+    when a switchover or a failover meets it. Right after start the standbys are
+    ``unknown``, or ``lagging`` until the primary's position is known, and an event
+    in that first second is a cold start's, not the one these tests measure."""
+    import replica_router
+
+    return all(n["state"] == "up" for n in replica_router.status())

@@ -284,11 +284,17 @@ def _run_elsewhere(tried: list[str], sql: str, params: Any, exc: DatabaseError) 
     """Run a read on the next node the core picks (never one in ``tried``); returns
     (DB-API cursor, its DatabaseWrapper, execute's result). Node faults on the way
     are reported and the next node is tried; any other error is raised as is; when
-    no node is left, the original error ``exc`` is raised."""
+    no node is left, the original error ``exc`` is raised; but an alias that failed
+    and reaches more than one server is tried once more first, on a new connection:
+    a multi-host alias places it on another host
+    (the failed one is out of reads by now)."""
+    again_through = tried[0] if tried and _reaches_several(tried[0]) else None
     while True:
         alias = _runtime.retry_alias(tried)
         if alias is None:
-            raise exc
+            if again_through is None:
+                raise exc
+            alias, again_through = again_through, None
         tried.append(alias)
         other = _connection(alias)
         connected = False
@@ -316,6 +322,11 @@ def _run_elsewhere(tried: list[str], sql: str, params: Any, exc: DatabaseError) 
                 other._rr_discard()
             continue
         return inner, other, result
+
+
+def _reaches_several(alias: str) -> bool:
+    """Whether a new connection of ``alias`` may reach another server than the last."""
+    return alias in _runtime.get_settings().multi_host_aliases
 
 
 def _connection(alias: str) -> Any:
