@@ -284,10 +284,9 @@ def _run_elsewhere(tried: list[str], sql: str, params: Any, exc: DatabaseError) 
     """Run a read on the next node the core picks (never one in ``tried``); returns
     (DB-API cursor, its DatabaseWrapper, execute's result). Node faults on the way
     are reported and the next node is tried; any other error is raised as is; when
-    no node is left, the original error ``exc`` is raised; but an alias that failed
-    and reaches more than one server is tried once more first, on a new connection:
-    a multi-host alias places it on another host
-    (the failed one is out of reads by now)."""
+    no node is left, the original error ``exc`` is raised; but a multi-host alias
+    that failed is tried once more first, on a new connection, which the connect
+    path places on another of its hosts (the failed one is out of reads by now)."""
     again_through = tried[0] if tried and _reaches_several(tried[0]) else None
     while True:
         alias = _runtime.retry_alias(tried)
