@@ -181,6 +181,7 @@ fn key(name: &str) -> String {
     format!("REPLICA_ROUTER[\"{name}\"]")
 }
 
+mod custom;
 mod hosts;
 mod kind;
 mod lag;

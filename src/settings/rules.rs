@@ -5,14 +5,12 @@
 
 use std::time::Duration;
 
-use super::kind::{check_all, Checked, Val};
+use super::kind::check_all;
 use super::reference::identity;
 use super::table::{Options, KEYS, SETTINGS};
 use super::{fail, key, node, Family, Settings, SettingsError, Value, HINT};
 use super::{py_list, MAX_NODES, POSTGRES_ENGINES};
 use crate::config::{ClusterConfig, Role};
-
-mod roles;
 
 /// Validates `REPLICA_ROUTER` (`router`, `None` when unset) against `DATABASES`.
 /// `probe_databases` are the entries to connect to (captured before a test runner
@@ -207,28 +205,6 @@ pub fn build(
         options,
         replicas_implicit: implicit,
     })
-}
-
-/// `PRIMARY_READ_WEIGHT`'s cross-key rule: some node can take reads.
-pub(super) fn some_weight(c: &Checked<'_>) -> Result<(), SettingsError> {
-    let primary_weight = c.float("PRIMARY_READ_WEIGHT").unwrap_or(1.0);
-    if primary_weight == 0.0 && c.replicas.iter().all(|(_, w)| *w == 0.0) {
-        return fail(
-            Family::Weight,
-            format!(
-                "{} and every replica WEIGHT are 0: no node could take reads; give at least \
-                 one a weight > 0",
-                key("PRIMARY_READ_WEIGHT")
-            ),
-            HINT,
-        );
-    }
-    Ok(())
-}
-
-/// `PATRONI_URLS`'s rule (`roles.rs`), as the table's kind of rule.
-pub(super) fn patroni_urls(v: &Value) -> Result<Val, SettingsError> {
-    roles::patroni_urls(v).map(Val::List)
 }
 
 /// A weight: a number >= 0 (not a bool); `default` when unset.

@@ -11,7 +11,7 @@
 
 use super::kind::{Kind, Lit, Setting, Val};
 use super::typed::Typed;
-use super::{rules, Family};
+use super::{custom, Family};
 
 /// Calls the macro `$then` with the table: `structural { KEY = row; ... }` (checked by
 /// hand against `DATABASES`), then `options { KEY: field: Type = row; ... }`.
@@ -45,7 +45,7 @@ macro_rules! with_table {
                     "the primary's share of weighted reads; 0: it serves reads only as a \
                      fallback",
                     "[routing](routing.md#routing-rules)",
-                ).then(rules::some_weight, "not 0 while every replica `WEIGHT` is 0");
+                ).then(custom::some_weight, "not 0 while every replica `WEIGHT` is 0");
                 PROBE_INTERVAL: probe_interval: f64 = Setting::new(
                     Kind::Number {
                         min: 0.0, min_open: true, max: 86_400.0,
@@ -160,7 +160,7 @@ macro_rules! with_table {
                 ).not_in_identity("how long a process's own new write connection waits");
                 PATRONI_URLS: patroni_urls: Vec<String> = Setting::new(
                     Kind::Custom {
-                        rule: rules::patroni_urls,
+                        rule: custom::patroni_urls,
                         accepts: "a list of `http://host[:port][/path]` base URLs (`https://` is refused)",
                     },
                     Lit::EmptyList, Family::Option,

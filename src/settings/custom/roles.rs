@@ -1,5 +1,5 @@
 //! The rule of `PATRONI_URLS`, a setting of roles that change (part of the rules in
-//! `rules.rs`, split off by concern; `PRIMARY_WAIT_TIMEOUT` is a plain row of the
+//! `custom.rs`, split off by concern; `PRIMARY_WAIT_TIMEOUT` is a plain row of the
 //! settings table).
 
 use super::super::{fail, key, Family, SettingsError, Value, HINT};
