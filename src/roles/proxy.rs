@@ -48,8 +48,12 @@ pub(crate) fn detect(
 /// move from (a proxy's `replicas` in its check window, or a promoted standby while
 /// the primary alias is a proxy endpoint); never an old primary, nor one of a split
 /// brain. (A replica alias whose node became the writer was swapped already.)
+/// Without a proxy (today's aliases, or a host of a multi-host alias that reaches the
+/// primary) such a node takes no reads: its connections move to a standby, which is
+/// what brings a demoted primary back into reads.
 pub(crate) fn reads_as_primary(roles: &Roles, slot: usize, target: usize, n: &NodeStatus) -> bool {
     slot > 0
+        && (n.proxy || roles.proxies.contains(&0))
         && n.sample.as_ref().is_some_and(|s| !s.in_recovery)
         && !roles.stale.contains(&target)
         && !matches!(roles.writer, Writer::Split(_))
@@ -235,6 +239,29 @@ mod tests {
         assert!(!st.nodes[0].proxy && st.nodes[1].proxy);
         let r = observe_roles(&cfg, &st.nodes, now);
         assert_eq!((r.writer, r.targets), (Writer::Unknown, vec![0, 1]));
+    }
+
+    #[test]
+    fn a_direct_replica_alias_that_reaches_the_primary_takes_no_reads() {
+        // Two nodes on one server (a host listed by two multi-host aliases, say), no
+        // proxy: the replica alias's node that reaches the primary is out of reads, so
+        // its connections move to a standby (and a demoted primary gets reads back).
+        let cfg = cluster(&[1.0, 2.0, 1.0]);
+        let now = Instant::now();
+        let mut st = EngineState::new(&cfg, now);
+        let direct = |primary: bool| Sample {
+            server_addr: Some("127.0.0.1".into()),
+            server_port: Some(5432),
+            ..via(5432, primary, 1)
+        };
+        for i in 0..2 {
+            probe(&cfg, &mut st, i, direct(true), now);
+        }
+        probe(&cfg, &mut st, 2, direct(false), now);
+        assert!(st.nodes.iter().all(|n| !n.proxy));
+        let snap = build_snapshot(&cfg, &st.nodes, now);
+        assert!(!snap.is_eligible(1, now));
+        assert!(snap.is_eligible(2, now));
     }
 
     fn reached(addr: &str, port: u16) -> Sample {
