@@ -26,6 +26,8 @@ pub(crate) struct EngineState {
     pub(crate) last_writer: Option<usize>,
     /// Changes of primary seen (a switchover or failover each).
     pub(crate) role_changes: u64,
+    /// The server the last known primary's probe reached (`roles::server_of`).
+    pub(crate) last_writer_server: Option<String>,
     /// Patroni's latest view, set by the engine before each step (`None` without
     /// `PATRONI_URLS`).
     pub(crate) patroni: Option<std::sync::Arc<crate::patroni::View>>,
@@ -46,6 +48,7 @@ impl EngineState {
                 lag_seconds: None,
                 lag_exact: false,
                 role_mismatch: false,
+                proxy: false,
                 probes: 0,
                 failed_probes: 0,
                 passive_faults: 0,
@@ -60,6 +63,7 @@ impl EngineState {
             roles: Roles::initial(cfg.nodes.len()),
             last_writer: None,
             role_changes: 0,
+            last_writer_server: None,
             patroni: None,
         }
     }

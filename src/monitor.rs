@@ -6,7 +6,7 @@
 //! a Python thread collects with `wait_events` (the GIL released while it waits). With
 //! shared health, the leader's engine also writes every publish to the segment.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -34,6 +34,8 @@ pub struct Engine {
     pending: Vec<ArcSwapOption<Fault>>,
     /// Wakes a node's probe loop for an immediate re-probe.
     wake: Vec<Notify>,
+    /// Real traffic failed on the node: a proxy endpoint's next probe connects anew.
+    reconnect: Vec<AtomicBool>,
     events: Arc<Events>,
     /// The shared segment, when this process probes for the host.
     publisher: Option<Arc<Publisher>>,
@@ -65,12 +67,14 @@ impl Engine {
         }
         let pending = cfg.nodes.iter().map(|_| ArcSwapOption::empty()).collect();
         let wake = cfg.nodes.iter().map(|_| Notify::new()).collect();
+        let reconnect = cfg.nodes.iter().map(|_| AtomicBool::new(false)).collect();
         let (stop_tx, _) = watch::channel(false);
         let engine = Arc::new(Engine {
             shared,
             state: Mutex::new(state),
             pending,
             wake,
+            reconnect,
             events,
             publisher,
             published_ns: AtomicU64::new(0),
@@ -234,6 +238,9 @@ impl Engine {
         let was_in_reads = self.shared.takes_reads(idx);
         let was_writer = self.shared.snapshot.load().roles.writer_node() == Some(idx);
         slot.store(Some(Arc::new(fault)));
+        if let Some(r) = self.reconnect.get(idx) {
+            r.store(true, Ordering::Relaxed);
+        }
         self.shared.exclude(idx, now);
         if was_writer {
             // The primary failed under a query: find where writes go now.
@@ -303,6 +310,17 @@ async fn node_loop(engine: Arc<Engine>, idx: usize, mut stop: watch::Receiver<bo
             _ = engine.wake[idx].notified() => {}
             _ = stop.wait_for(|&stopping| stopping) => return,
         }
+        if engine.reconnect[idx].swap(false, Ordering::Relaxed)
+            && engine.shared.snapshot.load().roles.proxies.contains(&idx)
+        {
+            // Through a proxy the probe's open connection says nothing of where a new
+            // one goes now (the one that just failed did): probe on a new one.
+            prober.reset();
+        }
+        // Through a proxy, a connect that times out is the proxy's path to some server
+        // (retrying a dead one, say), not a frozen server under open connections.
+        let connecting_through_proxy =
+            !prober.is_connected() && engine.shared.snapshot.load().roles.proxies.contains(&idx);
         let started = Instant::now();
         let outcome = tokio::select! {
             r = tokio::time::timeout(timeout, prober.probe()) => r,
@@ -314,10 +332,15 @@ async fn node_loop(engine: Arc<Engine>, idx: usize, mut stop: watch::Receiver<bo
             Err(_) => {
                 // Dropping the half-done connection closes its socket now.
                 prober.reset();
+                let (kind, what) = if connecting_through_proxy {
+                    (FaultKind::Connection, "no connection through the proxy")
+                } else {
+                    (FaultKind::Timeout, "no answer")
+                };
                 Err(Fault {
-                    kind: FaultKind::Timeout,
+                    kind,
                     message: format!(
-                        "no answer within PROBE_TIMEOUT ({:.3} s)",
+                        "{what} within PROBE_TIMEOUT ({:.3} s)",
                         timeout.as_secs_f64()
                     ),
                 })

@@ -23,6 +23,9 @@ pub struct NodeStatus {
     pub lag_exact: bool,
     /// A replica that is not in recovery (promoted), or a primary that is.
     pub role_mismatch: bool,
+    /// The alias is a proxy or pooler endpoint, not a server (see `roles::proxy`):
+    /// its connections stay on it and no other alias's go to it. Once seen, kept.
+    pub proxy: bool,
     pub probes: u64,
     pub failed_probes: u64,
     /// Failures of real connections or queries reported by the database backend.

@@ -29,6 +29,12 @@ pub struct Sample {
     /// `pg_postmaster_start_time()` in microseconds since the epoch: tells two
     /// connections to one server (through a proxy) from two servers.
     pub started_us: Option<u64>,
+    /// `inet_server_addr()` and `inet_server_port()`: the address the server itself
+    /// accepted the connection on (`None` over a Unix socket). Through a proxy or
+    /// pooler it is the backend's, not the alias's, and it changes when the proxy
+    /// sends the connection to another server.
+    pub server_addr: Option<String>,
+    pub server_port: Option<u16>,
 }
 
 impl Sample {
@@ -55,7 +61,8 @@ const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
  CASE WHEN pg_is_in_recovery() \
    THEN (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1) \
    ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END, \
- (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint";
+ (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint, \
+ host(inet_server_addr()), inet_server_port()";
 
 /// Parses PostgreSQL's `X/Y` LSN text.
 pub fn parse_lsn(text: &str) -> Option<u64> {
@@ -260,6 +267,8 @@ fn parse_row<'a>(get: impl Fn(usize) -> Option<&'a str>) -> Result<Sample, Fault
         receiver_status: get(5).map(str::to_string),
         timeline: get(6).and_then(|t| t.parse::<u32>().ok()),
         started_us: get(7).and_then(|t| t.parse::<u64>().ok()),
+        server_addr: get(8).map(str::to_string),
+        server_port: get(9).and_then(|t| t.parse::<u16>().ok()),
     })
 }
 

@@ -41,6 +41,11 @@ pub struct Roles {
     pub stale: Vec<usize>,
     /// What Patroni's view did to the roles (`PATRONI_URLS`; `Off` without).
     pub patroni: Word,
+    /// Aliases (nodes) that are proxy or pooler endpoints (`proxy`).
+    pub proxies: Vec<usize>,
+    /// The server the writer's probe reached (`server_of`): through a proxy, a new
+    /// one is a change of primary although the writer's node is the same.
+    pub writer_server: Option<String>,
 }
 
 impl Roles {
@@ -52,6 +57,8 @@ impl Roles {
             timeline: None,
             stale: Vec::new(),
             patroni: Word::Off,
+            proxies: Vec::new(),
+            writer_server: None,
         }
     }
 
@@ -70,6 +77,13 @@ impl Roles {
 }
 
 /// The roles as the nodes' latest health shows them at `now`.
+///
+/// An alias that is a proxy endpoint (`NodeStatus::proxy`) is never a place for
+/// another alias's connections, and its own never move: the proxy decides where they
+/// go. A proxied primary alias therefore has a writer only while its own endpoint
+/// answers as primary on the newest timeline; a proxied replica alias's claim (the
+/// proxy's check window, when `replicas` still reaches the new primary) is neither a
+/// writer nor a split brain.
 pub fn observe_roles(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) -> Roles {
     let window = cfg.staleness_window();
     let mut newest: Option<u32> = None;
@@ -92,11 +106,13 @@ pub fn observe_roles(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) ->
         .filter(|c| c.1 < newest_tl)
         .map(|c| c.0)
         .collect();
+    let proxied = |i: usize| nodes.get(i).is_some_and(|n| n.proxy);
     // One entry per distinct server on the newest timeline, lowest index first (so
     // the primary alias's own node wins when two aliases reach the same server).
+    // A proxied replica alias's claim is the proxy's view, not a place for writes.
     let mut servers: Vec<(usize, Option<u64>)> = Vec::new();
     for &(i, tl, started) in &claims {
-        if tl != newest_tl {
+        if tl != newest_tl || (i != 0 && proxied(i)) {
             continue;
         }
         let same = servers
@@ -108,6 +124,9 @@ pub fn observe_roles(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) ->
     }
     let writer = match servers.as_slice() {
         [] => Writer::Unknown,
+        // A proxied primary alias never moves: it waits for its endpoint to answer
+        // as primary (the proxy's checks catch up) rather than go elsewhere.
+        [(w, _)] if *w != 0 && proxied(0) => Writer::Unknown,
         [(w, _)] => Writer::Known(*w),
         many => Writer::Split(many.iter().map(|s| s.0).collect()),
     };
@@ -119,12 +138,35 @@ pub fn observe_roles(cfg: &ClusterConfig, nodes: &[NodeStatus], now: Instant) ->
             targets.swap(0, w);
         }
     }
+    let writer_server = writer_node_of(&writer)
+        .and_then(|w| nodes.get(w))
+        .and_then(server_of);
     Roles {
         writer,
         targets,
         timeline: newest,
         stale,
         patroni: Word::Off,
+        proxies: (0..nodes.len()).filter(|&i| proxied(i)).collect(),
+        writer_server,
+    }
+}
+
+fn writer_node_of(writer: &Writer) -> Option<usize> {
+    match writer {
+        Writer::Known(w) => Some(*w),
+        _ => None,
+    }
+}
+
+/// The server a node's latest probe reached: `addr:port` as the server saw the
+/// connection, or its start time over a Unix socket.
+pub(crate) fn server_of(n: &NodeStatus) -> Option<String> {
+    let s = n.sample.as_ref()?;
+    match (&s.server_addr, s.server_port, s.started_us) {
+        (Some(a), Some(p), _) => Some(format!("{a}:{p}")),
+        (_, _, Some(t)) => Some(format!("started {t}")),
+        _ => None,
     }
 }
 
@@ -141,6 +183,7 @@ pub fn decide(
 
 pub(crate) mod changes;
 pub(crate) mod patroni;
+pub(crate) mod proxy;
 
 #[cfg(test)]
 mod tests;

@@ -32,7 +32,8 @@ pub struct Shared {
     pub role_changes: AtomicU64,
     /// The roles last published and the last primary known (kept through a gap), and
     /// a condition for those waiting for a primary.
-    roles_seen: Mutex<(Arc<Roles>, Option<usize>)>,
+    /// With the server it reached (a proxy's new server is a change too).
+    roles_seen: Mutex<(Arc<Roles>, Option<usize>, Option<String>)>,
     roles_changed: Condvar,
     /// `PATRONI_URLS` and Patroni's latest view (`None` without).
     pub patroni: Option<crate::patroni::Watch>,
@@ -54,14 +55,25 @@ impl Shared {
     pub(crate) fn note_roles(&self) {
         let roles = Arc::clone(&self.snapshot.load().roles);
         let mut seen = lock(&self.roles_seen);
-        if seen.0.writer == roles.writer && seen.0.targets == roles.targets {
+        if seen.0.writer == roles.writer
+            && seen.0.targets == roles.targets
+            && seen.0.writer_server == roles.writer_server
+        {
             return;
         }
         if let Some(new) = roles.writer_node() {
-            if seen.1.is_some_and(|last| last != new) {
+            // Through a proxy the node stays; the server behind it is what changes.
+            let moved = roles.proxies.contains(&new)
+                && seen.2.is_some()
+                && roles.writer_server.is_some()
+                && seen.2 != roles.writer_server;
+            if seen.1.is_some_and(|last| last != new) || moved {
                 self.role_changes.fetch_add(1, Ordering::Relaxed);
             }
             seen.1 = Some(new);
+            if roles.writer_server.is_some() {
+                seen.2.clone_from(&roles.writer_server);
+            }
         }
         seen.0 = roles;
         self.role_epoch.fetch_add(1, Ordering::Release);
@@ -114,7 +126,7 @@ impl Shared {
             writes: AtomicU64::new(0),
             role_epoch: AtomicU64::new(0),
             role_changes: AtomicU64::new(0),
-            roles_seen: Mutex::new((Arc::new(Roles::initial(n)), None)),
+            roles_seen: Mutex::new((Arc::new(Roles::initial(n)), None, None)),
             roles_changed: Condvar::new(),
             patroni: None,
         }

@@ -48,8 +48,13 @@ pub(crate) fn observe(
             });
             let primary_never_answered = st.nodes[0].health.state == State::Unknown;
             let n = &mut st.nodes[idx];
-            // A host of a multi-host alias has no configured role to be out of.
+            events.extend(crate::roles::proxy::detect(
+                node_cfg, n, &sample, &what, idx,
+            ));
+            // A host of a multi-host alias, or a proxy endpoint (whose server the proxy
+            // picks), has no configured role to be out of.
             let mismatch = !node_cfg.multi_host
+                && !n.proxy
                 && match node_cfg.role {
                     Role::Primary => sample.in_recovery,
                     Role::Replica => !sample.in_recovery,
@@ -173,7 +178,9 @@ pub(crate) fn passive(
     let n = &mut st.nodes[idx];
     n.passive_faults += 1;
     n.last_error = Some(fault);
-    let mut events = match n.health.on_passive_fault(now) {
+    let transition = n.health.on_passive_fault(now);
+    crate::roles::proxy::after_passive_fault(cfg, n);
+    let mut events = match transition {
         Some((old, new)) => vec![transition_event(
             cfg,
             idx,
@@ -267,15 +274,18 @@ pub fn build_snapshot_ha(
             let standby = n.sample.as_ref().is_some_and(|s| s.in_recovery);
             // No primary known: the primary alias takes no reads (its connections wait
             // for a primary; reads never wait).
+            let primary_reads = crate::roles::proxy::reads_as_primary(&roles, slot, target, n);
             let role_ok = if slot == 0 {
                 writer == Some(target)
             } else {
-                standby
+                standby || primary_reads
             };
             // The herd policy tolerates a lagging standby behind a replica alias only.
             let tolerated = slot > 0 && role_ok && tolerated.get(target).copied().unwrap_or(false);
             let weight = if tolerated {
                 c.weight * lag::tolerated_share(cfg, n.lag_seconds)
+            } else if primary_reads {
+                cfg.nodes[0].weight
             } else {
                 c.weight
             };

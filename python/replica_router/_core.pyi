@@ -122,6 +122,11 @@ class Roles(TypedDict):
     #: Patroni's view (``PATRONI_URLS``); ``None`` without.
     patroni: PatroniView | None
 
+    #: Aliases that are proxy or pooler endpoints (their connections never move).
+    proxies: list[str]
+    #: The server the primary's probe reached (``addr:port`` as the server saw it).
+    primary_server: str | None
+
 class SettingInfo(TypedDict):
     """One ``REPLICA_ROUTER`` key as the settings table declares it
     (``RouterSettings.reference()``, rendered into docs/settings.md by ``make docs``)."""

@@ -100,6 +100,11 @@ impl Cluster {
             let roles = Arc::clone(&self.shared.snapshot.load().roles);
             match &roles.writer {
                 Writer::Known(w) if Some(*w) != avoid => return Ok(place(*w)),
+                // A proxy endpoint that failed this connection stays the place to go
+                // (the proxy picks the server): once a probe since says it is primary.
+                Writer::Known(w) if roles.proxies.contains(w) && self.probed_since(*w, started) => {
+                    return Ok(place(*w))
+                }
                 Writer::Split(nodes) => {
                     let names: Vec<String> = nodes.iter().map(|&i| self.node_name(i)).collect();
                     return Err(NoPrimary::new_err(format!(
@@ -146,6 +151,17 @@ impl Cluster {
             self.prober.reprobe();
             py.detach(|| self.shared.wait_roles(epoch, slice));
         }
+    }
+
+    /// Whether node `w` answered a probe after `since` (by the published view).
+    fn probed_since(&self, w: usize, since: Instant) -> bool {
+        let snapshot = self.shared.snapshot.load();
+        let window = self.shared.config.staleness_window();
+        snapshot
+            .roles
+            .slot_of(w)
+            .and_then(|slot| snapshot.nodes.get(slot))
+            .is_some_and(|n| n.fresh_until >= since + window)
     }
 
     /// The slot a new connection of read alias `alias` (first slot `first`) takes:
@@ -212,6 +228,13 @@ impl Cluster {
         d.set_item("connects_to", targets)?;
         // [s3-patroni] Patroni's view (None without PATRONI_URLS).
         d.set_item("patroni", self.patroni_roles(py, &roles.patroni)?)?;
+        let proxies: Vec<String> = roles
+            .proxies
+            .iter()
+            .map(|&i| nodes[i].alias.clone())
+            .collect();
+        d.set_item("proxies", proxies)?;
+        d.set_item("primary_server", roles.writer_server.clone())?;
         Ok(d)
     }
 }

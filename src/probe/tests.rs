@@ -134,7 +134,18 @@ fn sqlstates_are_classified() {
 
 #[test]
 fn parses_primary_and_standby_rows() {
-    let primary = ["f", "0/3000148", "", "", "f", "", "1", "1764750000000000"];
+    let primary = [
+        "f",
+        "0/3000148",
+        "",
+        "",
+        "f",
+        "",
+        "1",
+        "1764750000000000",
+        "127.0.0.1",
+        "5433",
+    ];
     let get = |i: usize| {
         let v = primary[i];
         (!v.is_empty()).then_some(v)
@@ -145,8 +156,22 @@ fn parses_primary_and_standby_rows() {
     assert_eq!(s.visible_lsn(), Some(0x3000148));
     assert_eq!(s.timeline, Some(1));
     assert_eq!(s.started_us, Some(1_764_750_000_000_000));
+    assert_eq!(s.server_addr.as_deref(), Some("127.0.0.1"));
+    assert_eq!(s.server_port, Some(5433));
 
-    let standby = ["t", "", "0/3000148", "0/3000100", "t", "streaming", "1", ""];
+    // Over a Unix socket the server shows no address.
+    let standby = [
+        "t",
+        "",
+        "0/3000148",
+        "0/3000100",
+        "t",
+        "streaming",
+        "1",
+        "",
+        "",
+        "",
+    ];
     let get = |i: usize| {
         let v = standby[i];
         (!v.is_empty()).then_some(v)
@@ -155,6 +180,7 @@ fn parses_primary_and_standby_rows() {
     assert!(s.in_recovery && s.replay_paused);
     assert_eq!(s.visible_lsn(), Some(0x3000100));
     assert_eq!(s.receiver_status.as_deref(), Some("streaming"));
+    assert_eq!((s.server_addr, s.server_port), (None, None));
     assert!(parse_row(|_| Some("x")).is_err());
 }
 

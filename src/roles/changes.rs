@@ -25,8 +25,30 @@ pub(crate) fn update_roles(
         let n = &cfg.nodes[i];
         format!("{}:{} (configured as {:?})", n.host, n.port, n.alias)
     };
-    if roles.writer != st.roles.writer {
+    // Through a proxy the writer's node stays the primary alias's own: a change of
+    // primary is a new server behind it.
+    let moved = matches!(roles.writer, Writer::Known(w) if roles.proxies.contains(&w))
+        && st.last_writer_server.is_some()
+        && roles.writer_server.is_some()
+        && roles.writer_server != st.last_writer_server;
+    if roles.writer != st.roles.writer || moved {
         match (&roles.writer, st.last_writer) {
+            (Writer::Known(w), Some(_)) if moved => {
+                st.role_changes += 1;
+                events.push(Event::cluster(
+                    Severity::Warning,
+                    format!(
+                        "the primary is now {} behind the proxy endpoint {} on timeline {}, \
+                         was {}: the proxy moved the connections of {:?} (role change {})",
+                        fmt_opt(roles.writer_server.as_deref()),
+                        name(*w),
+                        fmt_opt(roles.timeline),
+                        fmt_opt(st.last_writer_server.as_deref()),
+                        cfg.nodes[*w].database,
+                        st.role_changes
+                    ),
+                ));
+            }
             (Writer::Known(w), Some(last)) if *w != last => {
                 st.role_changes += 1;
                 events.push(Event::cluster(
@@ -64,6 +86,9 @@ pub(crate) fn update_roles(
     }
     if roles.patroni != st.roles.patroni {
         patroni_word(cfg, &roles.patroni, events);
+    }
+    if roles.writer_node().is_some() && roles.writer_server.is_some() {
+        st.last_writer_server.clone_from(&roles.writer_server);
     }
     st.roles = roles;
     check_split_brain(cfg, st, now, events);
@@ -115,7 +140,9 @@ fn check_split_brain(
         let Some(s) = n.sample.as_ref().filter(|s| !s.in_recovery) else {
             continue;
         };
-        if !n.health.state.is_live() {
+        // A proxied replica alias that reaches the primary is the proxy's check
+        // window (or its choice), not a second primary.
+        if !n.health.state.is_live() || (i != 0 && n.proxy) {
             continue;
         }
         // Two aliases that reach one server (through a proxy) are one claim.

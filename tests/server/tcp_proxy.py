@@ -1,6 +1,8 @@
 """A small TCP proxy on loopback for tests: forwards to an upstream port, or, while
 ``hang`` is set, accepts new connections and never forwards them (a connect through
-it then times out, as through HAProxy retrying a dead backend)."""
+it then times out, as through HAProxy retrying a dead backend). ``retarget`` sends new
+connections to another port and ends the open ones, as HAProxy does when its checks
+move a listener to another server (``on-marked-down shutdown-sessions``)."""
 
 from __future__ import annotations
 
@@ -43,6 +45,17 @@ class TcpProxy:
             with contextlib.suppress(OSError):
                 s.close()
         self._thread.join(5)
+
+    def retarget(self, upstream: int) -> None:
+        """New connections go to ``upstream``; the open ones are ended."""
+        self.upstream = upstream
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                s.close()
 
     def _keep(self, s: socket.socket) -> None:
         with self._lock:

@@ -58,6 +58,7 @@ const F_PAUSED: u64 = 64;
 const F_ERROR: u64 = 128;
 const F_RECEIVER: u64 = 256;
 const F_TOLERATED: u64 = 512;
+const F_PROXY: u64 = 1024;
 
 const STATES: [State; 5] = [
     State::Unknown,
@@ -115,6 +116,7 @@ pub(super) fn encode_node(n: &NodeStatus, s: &SnapNode, c: Counters, block: &mut
         | bit(s.lagging, F_LAGGING)
         | bit(s.tolerated, F_TOLERATED)
         | bit(n.role_mismatch, F_MISMATCH)
+        | bit(n.proxy, F_PROXY)
         | bit(sample.is_some(), F_SAMPLE)
         | bit(sample.is_some_and(|s| s.in_recovery), F_RECOVERY)
         | bit(sample.is_some_and(|s| s.replay_paused), F_PAUSED)
@@ -190,6 +192,9 @@ pub(super) fn decode_node(
         receiver_status: has(F_RECEIVER).then(|| get_text(b, N_STATUS_LEN, N_STATUS, STATUS_BYTES)),
         timeline: unopt(b[N_TIMELINE]).and_then(|t| u32::try_from(t).ok()),
         started_us: unopt(b[N_STARTED]),
+        // Not shared: the prober decides what they mean (`NodeStatus::proxy`).
+        server_addr: None,
+        server_port: None,
     });
     let last_error = if has(F_ERROR) {
         let kind = FaultKind::from_code(b[N_ERR_KIND])
@@ -216,6 +221,7 @@ pub(super) fn decode_node(
         lag_seconds: (!lag_seconds.is_nan()).then_some(lag_seconds),
         lag_exact: false,
         role_mismatch: has(F_MISMATCH),
+        proxy: has(F_PROXY),
         probes: b[N_PROBES],
         failed_probes: b[N_FAILED],
         passive_faults: b[N_PASSIVE],

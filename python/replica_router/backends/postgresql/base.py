@@ -24,6 +24,7 @@ from django.db.backends.postgresql import base as postgresql
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 from replica_router import _runtime, faults, roles
+from replica_router.backends.postgresql import proxy
 
 __all__ = ["DatabaseWrapper"]
 
@@ -267,7 +268,7 @@ class _RetryMixin:
         if not db._rr_may_retry():
             raise exc
         db._rr_discard()
-        db.ensure_connection()
+        proxy.connect_for_write(db, exc)
         with db.wrap_database_errors:
             inner = db.create_cursor()
             result = inner.execute(sql) if params is None else inner.execute(sql, params)
@@ -284,9 +285,9 @@ def _run_elsewhere(tried: list[str], sql: str, params: Any, exc: DatabaseError) 
     """Run a read on the next node the core picks (never one in ``tried``); returns
     (DB-API cursor, its DatabaseWrapper, execute's result). Node faults on the way
     are reported and the next node is tried; any other error is raised as is; when
-    no node is left, the original error ``exc`` is raised; but a multi-host alias
-    that failed is tried once more first, on a new connection, which the connect
-    path places on another of its hosts (the failed one is out of reads by now)."""
+    no node is left, the original error ``exc`` is raised; but a multi-host alias or
+    a proxy endpoint that failed is tried once more first, on a new connection, which
+    lands on another server (the connect path's choice, or the proxy's)."""
     again_through = tried[0] if tried and _reaches_several(tried[0]) else None
     while True:
         alias = _runtime.retry_alias(tried)
@@ -325,7 +326,7 @@ def _run_elsewhere(tried: list[str], sql: str, params: Any, exc: DatabaseError) 
 
 def _reaches_several(alias: str) -> bool:
     """Whether a new connection of ``alias`` may reach another server than the last."""
-    return alias in _runtime.get_settings().multi_host_aliases
+    return alias in _runtime.get_settings().multi_host_aliases or proxy.is_proxy(alias)
 
 
 def _connection(alias: str) -> Any:
