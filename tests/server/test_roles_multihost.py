@@ -22,10 +22,11 @@ from router.models import ReplicationModel
 
 import replica_router
 from replica_router.roles import roles
+from tests.gunicorn_pool import probe_backends
 from tests.pgroles import failover, switchover
 from tests.server.load import Load
 from tests.server.test_roles import rows_with, server_port, using_databases, write
-from tests.support import BACKEND, LocalCluster, wait_until
+from tests.support import BACKEND, INTERVAL, LocalCluster, wait_until
 
 
 def multi_host_databases(c: LocalCluster) -> dict[str, dict[str, Any]]:
@@ -189,3 +190,42 @@ def test_multi_host_failover_writes_resume_on_the_promoted_standby(
         assert late and all(rows_with(c, "standby", v) == 1 for v in late[-5:])
         connections["default"].close()
         assert server_port("default") == c.port("standby")
+
+
+def test_multi_host_one_probe_per_server_and_a_stopped_server_is_down_under_every_alias(
+    make_cluster: Callable[[], LocalCluster], router_reset: None
+) -> None:
+    """Both aliases list both servers (4 nodes): each server has one probe connection,
+    not one per alias, and its two nodes count the same probes. Stopping the standby
+    takes both of its nodes down in the same step, and reads through either alias go
+    on, on the primary."""
+    c = make_cluster()
+    with on_multi_host(c):
+        wait_until(lambda: {n["state"] for n in replica_router.status()} == {"up"}, 10)
+        # Over several probe intervals, never a second probe connection on a server.
+        for _ in range(10):
+            assert (probe_backends(c, "primary"), probe_backends(c, "standby")) == (1, 1)
+            time.sleep(INTERVAL)
+        status = {n["alias"]: n for n in replica_router.status()}
+        for server in ("primary", "standby"):
+            ours, theirs = (status[node_name(c, a, server)] for a in ("default", "replica"))
+            assert ours["probes"] == theirs["probes"] > 0, (ours, theirs)
+            assert ours["server_started"] == theirs["server_started"]
+        on_standby = [node_name(c, a, "standby") for a in ("default", "replica")]
+
+        def standby_states() -> list[str]:
+            by_name = {n["alias"]: n["state"] for n in replica_router.status()}
+            return [by_name[name] for name in on_standby]
+
+        c.stop("standby")
+        wait_until(lambda: "down" in standby_states(), 10)
+        # Never one down and the other up: one probe outcome moved both.
+        assert standby_states() == ["down", "down"]
+        assert probe_backends(c, "primary") == 1
+        connections["replica"].close()
+        assert ReplicationModel.objects.using("replica").count() == 0
+        assert server_port("replica") == c.port("primary")
+        assert read_port() == c.port("primary")
+        connections["default"].close()
+        assert ReplicationModel.objects.using("default").count() == 0
+        assert server_port("default") == c.port("primary")
