@@ -4,17 +4,22 @@ host is a node; ``target_session_attrs`` says which role the alias wants.
 Both aliases list both servers of a private cluster, as a user following a primary
 with libpq would: ``default`` with ``read-write``, ``replica`` with
 ``prefer-standby``. Reads go to the standby, writes to the primary, and writes
-follow the primary through a switchover and a failover (``tests/pgroles.py``).
+follow the primary through a switchover and a failover (``tests/pgroles.py``). Each
+server is probed once whichever aliases list it (one probe connection, its nodes
+moving together), also when a follower process reads the shared health.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
+import pytest
 from django.core import checks
 from django.core.management import call_command
 from django.db import connections
@@ -26,6 +31,7 @@ from tests.gunicorn_pool import probe_backends
 from tests.pgroles import failover, switchover
 from tests.server.load import Load
 from tests.server.test_roles import rows_with, server_port, using_databases, write
+from tests.server.test_shared_health import run_follower
 from tests.support import BACKEND, INTERVAL, LocalCluster, wait_until
 
 
@@ -229,3 +235,41 @@ def test_multi_host_one_probe_per_server_and_a_stopped_server_is_down_under_ever
         connections["default"].close()
         assert ReplicationModel.objects.using("default").count() == 0
         assert server_port("default") == c.port("primary")
+
+
+def test_multi_host_follower_reads_every_node_and_its_fault_counts_for_the_server(
+    healthy: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both aliases on both servers (libpq's multi-host form), this process leading:
+    a follower reads all four nodes from the segment (per node, as always), and a
+    refused connection it reports through ``replica`` on the standby reaches the
+    leader, which counts it for both of the standby's nodes (one server), and for
+    neither of the primary's."""
+    from replica_router import _runtime
+
+    share_dir = tmp_path / "share"
+    share_dir.mkdir(mode=0o700)
+    share_dir.chmod(0o700)
+    dbs = multi_host_databases(healthy)
+    monkeypatch.setenv("REPLICA_ROUTER_SHARE_DIR", str(share_dir))
+    with using_databases(dbs):
+        _runtime.reset()
+        wait_until(lambda: {n["state"] for n in replica_router.status()} == {"up"}, 10)
+        leader = replica_router.status()
+        assert leader[0]["shared"] is True and leader[0]["prober_pid"] == os.getpid()
+        names = [n["alias"] for n in leader]
+        reported = names.index(node_name(healthy, "replica", "standby"))
+        before = {n["alias"]: n["passive_faults"] for n in leader}
+        report = run_follower(healthy, share_dir, report=True, dbs=dbs, node=reported)
+        assert [n["alias"] for n in report["status"]] == names, report
+        assert {n["prober_pid"] for n in report["status"]} == {os.getpid()}, report
+        assert {n["state"] for n in report["status"]} == {"up"}, report
+        assert report["reported"]["was_in_reads"] is True, report
+        after = {n["alias"]: n["passive_faults"] for n in replica_router.status()}
+        counted = {name: after[name] - before[name] for name in names}
+        assert counted == {
+            node_name(healthy, "default", "primary"): 0,
+            node_name(healthy, "replica", "primary"): 0,
+            node_name(healthy, "default", "standby"): 1,
+            node_name(healthy, "replica", "standby"): 1,
+        }, counted
