@@ -64,6 +64,69 @@ impl fmt::Debug for NodeConfig {
     }
 }
 
+impl NodeConfig {
+    /// Whether probing `self` and `other` is one and the same probe: everything the
+    /// prober connects with (`Prober::new`) is equal. Such nodes (one server listed
+    /// by two aliases) share one probe loop and one connection. Host names are
+    /// compared as written (no DNS): `localhost` and `127.0.0.1` stay two targets.
+    /// A different user, password or database stays separate: another login can see
+    /// other things (a refused login, a hidden WAL receiver).
+    pub fn same_probe_target(&self, other: &NodeConfig) -> bool {
+        self.host == other.host
+            && self.port == other.port
+            && self.dbname == other.dbname
+            && self.user == other.user
+            && self.password == other.password
+            && self.sslmode == other.sslmode
+            && self.sslrootcert == other.sslrootcert
+    }
+}
+
+/// The nodes grouped by probe target (`NodeConfig::same_probe_target`): one probe
+/// loop per group, whose every outcome is applied to all the group's nodes at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeGroups {
+    /// Per group, its nodes in ascending order (the first one's settings connect).
+    pub members: Vec<Vec<usize>>,
+    /// Per node, the index of its group in `members`.
+    pub group_of: Vec<usize>,
+}
+
+impl ProbeGroups {
+    /// Groups `nodes`; groups are ordered by their first node.
+    pub fn of(nodes: &[NodeConfig]) -> ProbeGroups {
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        let mut group_of = Vec::with_capacity(nodes.len());
+        for (idx, node) in nodes.iter().enumerate() {
+            let found = members.iter().position(|m| {
+                m.first()
+                    .and_then(|&f| nodes.get(f))
+                    .is_some_and(|f| f.same_probe_target(node))
+            });
+            match found {
+                Some(g) => {
+                    members[g].push(idx);
+                    group_of.push(g);
+                }
+                None => {
+                    group_of.push(members.len());
+                    members.push(vec![idx]);
+                }
+            }
+        }
+        ProbeGroups { members, group_of }
+    }
+
+    /// The nodes probed together with node `idx` (`idx` included; empty for a node
+    /// that does not exist).
+    pub fn with(&self, idx: usize) -> &[usize] {
+        self.group_of
+            .get(idx)
+            .and_then(|&g| self.members.get(g))
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
 /// Everything the core needs to know about one cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -149,3 +212,6 @@ pub(crate) mod tests {
         assert_eq!(c.staleness_window(), Duration::from_secs(3));
     }
 }
+
+#[cfg(test)]
+mod groups_tests;

@@ -1,6 +1,8 @@
 //! The background prober: one thread per process with a single-threaded tokio runtime,
-//! one task per node, every probe under its own deadline. It folds observations into
-//! the health machines and publishes an immutable snapshot for the pick path.
+//! one task per probe target (`ProbeGroups`: a server listed by several aliases is
+//! probed once, on one connection), every probe under its own deadline. It folds
+//! observations into the health machines of every node of the target and publishes an
+//! immutable snapshot for the pick path.
 //!
 //! The thread never calls Python. State changes are parked as events (`Events`) that
 //! a Python thread collects with `wait_events` (the GIL released while it waits). With
@@ -15,6 +17,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::{watch, Notify};
 use tokio::time::MissedTickBehavior;
 
+use crate::config::ProbeGroups;
 use crate::engine_state::EngineState;
 use crate::events::{lock, Event, Events, Severity};
 use crate::node_status::NodeStatus;
@@ -32,9 +35,11 @@ pub struct Engine {
     /// A node fault seen by real traffic, per node, until the prober folds it in.
     /// Lock-free, so that reporting never waits for the prober.
     pending: Vec<ArcSwapOption<Fault>>,
-    /// Wakes a node's probe loop for an immediate re-probe.
+    /// The nodes by probe target: one probe loop per group.
+    groups: ProbeGroups,
+    /// Per group, wakes its probe loop for an immediate re-probe.
     wake: Vec<Notify>,
-    /// Real traffic failed on the node: a proxy endpoint's next probe connects anew.
+    /// Per group, real traffic failed on it: a proxy endpoint's next probe connects anew.
     reconnect: Vec<AtomicBool>,
     events: Arc<Events>,
     /// The shared segment, when this process probes for the host.
@@ -66,13 +71,19 @@ impl Engine {
                 .store(Arc::new(Snapshot::cold(&shared.weights(), now))),
         }
         let pending = cfg.nodes.iter().map(|_| ArcSwapOption::empty()).collect();
-        let wake = cfg.nodes.iter().map(|_| Notify::new()).collect();
-        let reconnect = cfg.nodes.iter().map(|_| AtomicBool::new(false)).collect();
+        let groups = ProbeGroups::of(&cfg.nodes);
+        let wake = groups.members.iter().map(|_| Notify::new()).collect();
+        let reconnect = groups
+            .members
+            .iter()
+            .map(|_| AtomicBool::new(false))
+            .collect();
         let (stop_tx, _) = watch::channel(false);
         let engine = Arc::new(Engine {
             shared,
             state: Mutex::new(state),
             pending,
+            groups,
             wake,
             reconnect,
             events,
@@ -112,8 +123,12 @@ impl Engine {
         };
         runtime.block_on(async {
             let mut tasks = tokio::task::JoinSet::new();
-            for idx in 0..self.shared.config.nodes.len() {
-                tasks.spawn(node_loop(Arc::clone(&self), idx, self.stop_tx.subscribe()));
+            for group in 0..self.groups.members.len() {
+                tasks.spawn(probe_loop(
+                    Arc::clone(&self),
+                    group,
+                    self.stop_tx.subscribe(),
+                ));
             }
             while tasks.join_next().await.is_some() {}
         });
@@ -148,7 +163,8 @@ impl Engine {
         }
     }
 
-    /// Folds one probe outcome into the node's state and publishes a new snapshot.
+    /// Folds one probe outcome into the state of node `idx` and of every node probed
+    /// with it (its group), in one step, and publishes a new snapshot.
     pub fn apply(
         &self,
         idx: usize,
@@ -161,7 +177,8 @@ impl Engine {
         let st = &mut *guard;
         st.patroni = self.shared.patroni_view();
         let mut events = self.drain_passive(st, now);
-        events.extend(step::observe(cfg, st, idx, outcome, latency, now));
+        let group = self.groups.with(idx);
+        events.extend(step::observe_group(cfg, st, group, outcome, latency, now));
         self.shared.own.refresh(&st.nodes, cfg.probe_timeout, now);
         let snapshot = build_snapshot_ha(cfg, &st.nodes, st.patroni.as_deref(), now);
         self.publish(snapshot, now);
@@ -205,13 +222,16 @@ impl Engine {
         }
     }
 
+    /// The nodes out of reads for a passive fault not folded in yet: a fault's node
+    /// and every node probed with it (one server).
     fn pending_mask(&self) -> u64 {
         self.pending
             .iter()
             .enumerate()
-            .take(64)
             .filter(|(_, p)| p.load().is_some())
-            .fold(0, |m, (i, _)| m | (1u64 << i))
+            .flat_map(|(i, _)| self.groups.with(i))
+            .filter(|&&j| j < 64)
+            .fold(0, |m, &j| m | (1u64 << j))
     }
 
     /// Folds passive faults into the health machines (the lock is held by the caller).
@@ -220,7 +240,8 @@ impl Engine {
         let mut events = Vec::new();
         for (idx, slot) in self.pending.iter().enumerate() {
             if let Some(fault) = slot.swap(None) {
-                events.extend(step::passive(cfg, st, idx, (*fault).clone(), now));
+                let group = self.groups.with(idx);
+                events.extend(step::passive_group(cfg, st, group, (*fault).clone(), now));
             }
         }
         events
@@ -228,24 +249,40 @@ impl Engine {
 
     /// A real connection or query failed on node `idx` for a node fault: the node
     /// leaves reads at once, is re-probed at once, and comes back after RISE good
-    /// probes. No I/O; no lock is waited for (the state is updated now only if the
-    /// prober does not hold it, else by the prober's next step). Returns whether the
-    /// node was taking reads until now.
+    /// probes. So do the nodes probed with it (its group: the same server through
+    /// another alias, which a refused or dropped connection takes down just as well).
+    /// No I/O; no lock is waited for (the state is updated now only if the prober
+    /// does not hold it, else by the prober's next step). Returns whether the node,
+    /// or another node of its group, was taking reads until now.
     pub fn report_passive(&self, idx: usize, fault: Fault, now: Instant) -> bool {
         let Some(slot) = self.pending.get(idx) else {
             return false;
         };
-        let was_in_reads = self.shared.takes_reads(idx);
-        let was_writer = self.shared.snapshot.load().roles.writer_node() == Some(idx);
+        let group = self.groups.with(idx);
+        let was_in_reads = group.iter().any(|&j| self.shared.takes_reads(j));
+        let writer = self.shared.snapshot.load().roles.writer_node();
+        let was_writer = writer.is_some_and(|w| group.contains(&w));
         slot.store(Some(Arc::new(fault)));
-        if let Some(r) = self.reconnect.get(idx) {
+        if let Some(r) = self
+            .groups
+            .group_of
+            .get(idx)
+            .and_then(|&g| self.reconnect.get(g))
+        {
             r.store(true, Ordering::Relaxed);
         }
-        self.shared.exclude(idx, now);
+        for &j in group {
+            self.shared.exclude(j, now);
+        }
         if was_writer {
             // The primary failed under a query: find where writes go now.
             self.reprobe();
-        } else if let Some(wake) = self.wake.get(idx) {
+        } else if let Some(wake) = self
+            .groups
+            .group_of
+            .get(idx)
+            .and_then(|&g| self.wake.get(g))
+        {
             wake.notify_one();
         }
         if let Ok(mut guard) = self.state.try_lock() {
@@ -297,9 +334,14 @@ impl Probing for Engine {
     }
 }
 
-async fn node_loop(engine: Arc<Engine>, idx: usize, mut stop: watch::Receiver<bool>) {
+/// Probes one target (the nodes of group `group`) every PROBE_INTERVAL, or at once
+/// when woken, on one connection; each outcome goes to all of the group's nodes.
+async fn probe_loop(engine: Arc<Engine>, group: usize, mut stop: watch::Receiver<bool>) {
     let cfg = &engine.shared.config;
     let timeout = cfg.probe_timeout;
+    let Some(&idx) = engine.groups.members.get(group).and_then(|m| m.first()) else {
+        return;
+    };
     let mut prober = Prober::new(&cfg.nodes[idx], timeout);
     let mut ticker = tokio::time::interval(cfg.probe_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -307,10 +349,10 @@ async fn node_loop(engine: Arc<Engine>, idx: usize, mut stop: watch::Receiver<bo
         tokio::select! {
             _ = ticker.tick() => {}
             // A passive fault: probe now rather than at the next tick.
-            _ = engine.wake[idx].notified() => {}
+            _ = engine.wake[group].notified() => {}
             _ = stop.wait_for(|&stopping| stopping) => return,
         }
-        if engine.reconnect[idx].swap(false, Ordering::Relaxed)
+        if engine.reconnect[group].swap(false, Ordering::Relaxed)
             && engine.shared.snapshot.load().roles.proxies.contains(&idx)
         {
             // Through a proxy the probe's open connection says nothing of where a new

@@ -15,6 +15,7 @@ use crate::roles::decide;
 use crate::select::{SnapNode, Snapshot};
 
 /// Folds one probe outcome of node `idx` into the state; returns the events.
+#[cfg(test)]
 pub(crate) fn observe(
     cfg: &ClusterConfig,
     st: &mut EngineState,
@@ -23,8 +24,41 @@ pub(crate) fn observe(
     latency: Duration,
     now: Instant,
 ) -> Vec<Event> {
-    let window = cfg.staleness_window();
+    observe_group(cfg, st, &[idx], outcome, latency, now)
+}
+
+/// Folds one probe outcome into every node of `group` (nodes that are one probe
+/// target, `config::ProbeGroups`: one server listed by several aliases), then
+/// decides the roles and the herd once, so that no decision ever sees one server
+/// half-updated; returns the events.
+pub(crate) fn observe_group(
+    cfg: &ClusterConfig,
+    st: &mut EngineState,
+    group: &[usize],
+    outcome: Result<Sample, Fault>,
+    latency: Duration,
+    now: Instant,
+) -> Vec<Event> {
     let mut events: Vec<Event> = Vec::new();
+    for &idx in group {
+        fold(cfg, st, idx, outcome.clone(), latency, now, &mut events);
+    }
+    crate::roles::changes::update_roles(cfg, st, now, &mut events);
+    check_herd(cfg, st, now, &mut events);
+    events
+}
+
+/// Folds one probe outcome of node `idx` into its status and health machine.
+fn fold(
+    cfg: &ClusterConfig,
+    st: &mut EngineState,
+    idx: usize,
+    outcome: Result<Sample, Fault>,
+    latency: Duration,
+    now: Instant,
+    events: &mut Vec<Event>,
+) {
+    let window = cfg.staleness_window();
     let node_cfg = &cfg.nodes[idx];
     let what = format!("{} {:?}", node_cfg.role.as_str(), node_cfg.alias);
 
@@ -161,13 +195,10 @@ pub(crate) fn observe(
         let cause = format!("after {} failed probe(s)", n.health.fail_streak);
         events.push(transition_event(cfg, idx, n, old, new, &cause));
     }
-
-    crate::roles::changes::update_roles(cfg, st, now, &mut events);
-    check_herd(cfg, st, now, &mut events);
-    events
 }
 
 /// A node fault seen by real traffic on node `idx` (see `Health::on_passive_fault`).
+#[cfg(test)]
 pub(crate) fn passive(
     cfg: &ClusterConfig,
     st: &mut EngineState,
@@ -175,22 +206,37 @@ pub(crate) fn passive(
     fault: Fault,
     now: Instant,
 ) -> Vec<Event> {
-    let n = &mut st.nodes[idx];
-    n.passive_faults += 1;
-    n.last_error = Some(fault);
-    let transition = n.health.on_passive_fault(now);
-    crate::roles::proxy::after_passive_fault(cfg, n);
-    let mut events = match transition {
-        Some((old, new)) => vec![transition_event(
-            cfg,
-            idx,
-            n,
-            old,
-            new,
-            "reported by a query",
-        )],
-        None => Vec::new(),
-    };
+    passive_group(cfg, st, &[idx], fault, now)
+}
+
+/// A node fault seen by real traffic on a node of `group`: it is the server's, so
+/// every node of the group takes it (each counts it in `passive_faults`, and each
+/// that was live logs its own transition), then the roles are decided once.
+pub(crate) fn passive_group(
+    cfg: &ClusterConfig,
+    st: &mut EngineState,
+    group: &[usize],
+    fault: Fault,
+    now: Instant,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    for &idx in group {
+        let n = &mut st.nodes[idx];
+        n.passive_faults += 1;
+        n.last_error = Some(fault.clone());
+        let transition = n.health.on_passive_fault(now);
+        crate::roles::proxy::after_passive_fault(cfg, n);
+        if let Some((old, new)) = transition {
+            events.push(transition_event(
+                cfg,
+                idx,
+                n,
+                old,
+                new,
+                "reported by a query",
+            ));
+        }
+    }
     crate::roles::changes::update_roles(cfg, st, now, &mut events);
     events
 }

@@ -303,9 +303,10 @@ class Cluster:
     ) -> tuple[str | None, bool]:
         """A real connection or query on ``alias`` failed (its SQLSTATE, if any, and
         message): classified by the rules probes use and, for a node fault, reported in
-        the same call (the node leaves reads now and is re-probed at once; a
-        configuration error leaves this process's reads only). Returns ``(fault kind
-        or None, whether the node was taking reads)``; ``None``: not a node fault,
+        the same call (the node, and every node probed with it: the same server under
+        another alias, leaves reads now and is re-probed at once; a configuration error
+        leaves this process's reads only). Returns ``(fault kind or None, whether one
+        of them was taking reads)``; ``None``: not a node fault,
         nothing reported. No I/O, no waiting on a lock. ``node``: the node the
         connection went to (default: where the alias connects now); ``connecting``: a
         connect's failure (its timeout is a connect failure, interrupting nothing)."""

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use pyo3::prelude::*;
 
+use crate::config::ProbeGroups;
 use crate::events::{Event, Severity};
 use crate::health::State;
 use crate::probe::{redact, Fault, FaultKind};
@@ -45,10 +46,11 @@ impl Cluster {
         (Some(kind.as_str()), self.report(alias, kind, message, node))
     }
 
-    /// A node fault of `kind` on `alias`: the node leaves reads now and is re-probed
-    /// at once. For a configuration error of this process (authentication, missing
-    /// database or privilege) the node leaves this process's reads only. Returns
-    /// whether the node was taking reads until now.
+    /// A node fault of `kind` on `alias`: the node, and every node probed with it
+    /// (`ProbeGroups`: the same server under another alias), leaves reads now and is
+    /// re-probed at once. For a configuration error of this process (authentication,
+    /// missing database or privilege) they leave this process's reads only. Returns
+    /// whether one of them was taking reads until now.
     fn report(&self, alias: &str, kind: FaultKind, message: &str, node: Option<usize>) -> bool {
         self.prober.ensure_started();
         let Some(slot) = self.index_of(alias) else {
@@ -66,17 +68,23 @@ impl Cluster {
         let now = Instant::now();
         if kind.is_config_error() {
             // This process's credentials, not the node: never told to the host's
-            // shared prober, where it would take the node out for every process.
-            let was_in_reads = self.shared.takes_reads(idx);
-            let text = format!(
-                "{:?} is misconfigured for this process ({}); it takes no reads from it",
-                self.shared.config.nodes[idx].alias, fault.message
-            );
-            if self.shared.own_error(idx, fault, now) {
-                if let Some(events) = self.prober.events() {
-                    let mut e = Event::about(Severity::Error, text, idx);
-                    e.state = Some(State::Misconfigured);
-                    events.push(e);
+            // shared prober, where it would take the node out for every process. The
+            // nodes probed with this one (the same login to the same server, under
+            // another alias) would refuse it just as well.
+            let groups = ProbeGroups::of(&self.shared.config.nodes);
+            let group = groups.with(idx);
+            let was_in_reads = group.iter().any(|&j| self.shared.takes_reads(j));
+            for &j in group {
+                let text = format!(
+                    "{:?} is misconfigured for this process ({}); it takes no reads from it",
+                    self.shared.config.nodes[j].alias, fault.message
+                );
+                if self.shared.own_error(j, fault.clone(), now) {
+                    if let Some(events) = self.prober.events() {
+                        let mut e = Event::about(Severity::Error, text, j);
+                        e.state = Some(State::Misconfigured);
+                        events.push(e);
+                    }
                 }
             }
             return was_in_reads;

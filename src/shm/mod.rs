@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
+use crate::config::ProbeGroups;
 use crate::events::{lock, Event, Events, Severity};
 use crate::probe::{Fault, FaultKind};
 use crate::report::ProberView;
@@ -313,9 +314,15 @@ impl<E: Probing> Sharing<E> {
         let Some(posted) = self.posted.get(idx) else {
             return false;
         };
-        let was_in_reads = self.shared.takes_reads(idx);
+        // The leader applies the fault to every node probed with this one (the same
+        // server under another alias): they leave this process's reads now too.
+        let groups = ProbeGroups::of(&self.shared.config.nodes);
+        let group = groups.with(idx);
+        let was_in_reads = group.iter().any(|&j| self.shared.takes_reads(j));
         posted.store(self.segment().post_fault(idx, fault.kind), Ordering::SeqCst);
-        self.shared.exclude(idx, now);
+        for &j in group {
+            self.shared.exclude(j, now);
+        }
         was_in_reads
     }
 

@@ -271,3 +271,37 @@ def test_routing_state_from_a_context_var_or_any_callable() -> None:
     finally:
         by_var.close()
         by_call.close()
+
+
+def test_a_failure_counts_for_every_alias_of_its_server() -> None:
+    """Proves: ``default`` and the first host of a multi-host ``replica`` (the same
+    address, database and login) are one probe target: a node fault reported through
+    either is the server's (both nodes count it, the other host nothing), and a login
+    refused to this process leaves its reads through both aliases, not the other
+    host's."""
+    dbs = offline_databases()
+    port, other = dbs["default"]["PORT"], dbs["replica"]["PORT"]
+    multi = {
+        **dbs["default"],
+        "HOST": "127.0.0.1,127.0.0.1",
+        "PORT": f"{port},{other}",
+        "OPTIONS": {"target_session_attrs": "prefer-standby"},
+    }
+    settings = _core.RouterSettings(
+        {"PROBE_INTERVAL": 60, "PROBE_TIMEOUT": 0.3, "REPLICAS": ["replica"]},
+        {"default": dbs["default"], "replica": multi},
+    )
+    c = _core.Cluster(settings)
+    try:
+        names = [n["alias"] for n in c.status()]
+        assert names == ["default", f"replica@127.0.0.1:{port}", f"replica@127.0.0.1:{other}"]
+        assert c.report_failure("replica", None, "connection refused", 1)[0] == (
+            "connection_refused"
+        )
+        assert [n["passive_faults"] for n in c.status()] == [1, 1, 0]
+        c.report_failure("default", "28P01", 'password authentication failed for user "x"', 0)
+        status = c.status()
+        assert [n["state"] for n in status][:2] == ["misconfigured", "misconfigured"]
+        assert status[2]["state"] != "misconfigured"
+    finally:
+        c.close()

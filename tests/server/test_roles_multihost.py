@@ -4,17 +4,22 @@ host is a node; ``target_session_attrs`` says which role the alias wants.
 Both aliases list both servers of a private cluster, as a user following a primary
 with libpq would: ``default`` with ``read-write``, ``replica`` with
 ``prefer-standby``. Reads go to the standby, writes to the primary, and writes
-follow the primary through a switchover and a failover (``tests/pgroles.py``).
+follow the primary through a switchover and a failover (``tests/pgroles.py``). Each
+server is probed once whichever aliases list it (one probe connection, its nodes
+moving together), also when a follower process reads the shared health.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
+import pytest
 from django.core import checks
 from django.core.management import call_command
 from django.db import connections
@@ -22,10 +27,12 @@ from router.models import ReplicationModel
 
 import replica_router
 from replica_router.roles import roles
+from tests.gunicorn_pool import probe_backends
 from tests.pgroles import failover, switchover
 from tests.server.load import Load
 from tests.server.test_roles import rows_with, server_port, using_databases, write
-from tests.support import BACKEND, LocalCluster, wait_until
+from tests.server.test_shared_health import run_follower
+from tests.support import BACKEND, INTERVAL, LocalCluster, wait_until
 
 
 def multi_host_databases(c: LocalCluster) -> dict[str, dict[str, Any]]:
@@ -189,3 +196,80 @@ def test_multi_host_failover_writes_resume_on_the_promoted_standby(
         assert late and all(rows_with(c, "standby", v) == 1 for v in late[-5:])
         connections["default"].close()
         assert server_port("default") == c.port("standby")
+
+
+def test_multi_host_one_probe_per_server_and_a_stopped_server_is_down_under_every_alias(
+    make_cluster: Callable[[], LocalCluster], router_reset: None
+) -> None:
+    """Both aliases list both servers (4 nodes): each server has one probe connection,
+    not one per alias, and its two nodes count the same probes. Stopping the standby
+    takes both of its nodes down in the same step, and reads through either alias go
+    on, on the primary."""
+    c = make_cluster()
+    with on_multi_host(c):
+        wait_until(lambda: {n["state"] for n in replica_router.status()} == {"up"}, 10)
+        # Over several probe intervals, never a second probe connection on a server.
+        for _ in range(10):
+            assert (probe_backends(c, "primary"), probe_backends(c, "standby")) == (1, 1)
+            time.sleep(INTERVAL)
+        status = {n["alias"]: n for n in replica_router.status()}
+        for server in ("primary", "standby"):
+            ours, theirs = (status[node_name(c, a, server)] for a in ("default", "replica"))
+            assert ours["probes"] == theirs["probes"] > 0, (ours, theirs)
+            assert ours["server_started"] == theirs["server_started"]
+        on_standby = [node_name(c, a, "standby") for a in ("default", "replica")]
+
+        def standby_states() -> list[str]:
+            by_name = {n["alias"]: n["state"] for n in replica_router.status()}
+            return [by_name[name] for name in on_standby]
+
+        c.stop("standby")
+        wait_until(lambda: "down" in standby_states(), 10)
+        # Never one down and the other up: one probe outcome moved both.
+        assert standby_states() == ["down", "down"]
+        assert probe_backends(c, "primary") == 1
+        connections["replica"].close()
+        assert ReplicationModel.objects.using("replica").count() == 0
+        assert server_port("replica") == c.port("primary")
+        assert read_port() == c.port("primary")
+        connections["default"].close()
+        assert ReplicationModel.objects.using("default").count() == 0
+        assert server_port("default") == c.port("primary")
+
+
+def test_multi_host_follower_reads_every_node_and_its_fault_counts_for_the_server(
+    healthy: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both aliases on both servers (libpq's multi-host form), this process leading:
+    a follower reads all four nodes from the segment (per node, as always), and a
+    refused connection it reports through ``replica`` on the standby reaches the
+    leader, which counts it for both of the standby's nodes (one server), and for
+    neither of the primary's."""
+    from replica_router import _runtime
+
+    share_dir = tmp_path / "share"
+    share_dir.mkdir(mode=0o700)
+    share_dir.chmod(0o700)
+    dbs = multi_host_databases(healthy)
+    monkeypatch.setenv("REPLICA_ROUTER_SHARE_DIR", str(share_dir))
+    with using_databases(dbs):
+        _runtime.reset()
+        wait_until(lambda: {n["state"] for n in replica_router.status()} == {"up"}, 10)
+        leader = replica_router.status()
+        assert leader[0]["shared"] is True and leader[0]["prober_pid"] == os.getpid()
+        names = [n["alias"] for n in leader]
+        reported = names.index(node_name(healthy, "replica", "standby"))
+        before = {n["alias"]: n["passive_faults"] for n in leader}
+        report = run_follower(healthy, share_dir, report=True, dbs=dbs, node=reported)
+        assert [n["alias"] for n in report["status"]] == names, report
+        assert {n["prober_pid"] for n in report["status"]} == {os.getpid()}, report
+        assert {n["state"] for n in report["status"]} == {"up"}, report
+        assert report["reported"]["was_in_reads"] is True, report
+        after = {n["alias"]: n["passive_faults"] for n in replica_router.status()}
+        counted = {name: after[name] - before[name] for name in names}
+        assert counted == {
+            node_name(healthy, "default", "primary"): 0,
+            node_name(healthy, "replica", "primary"): 0,
+            node_name(healthy, "default", "standby"): 1,
+            node_name(healthy, "replica", "standby"): 1,
+        }, counted

@@ -183,8 +183,9 @@ events += c.wait_events(0.3)
 st = c.status()
 reported = None
 if os.environ.get("RR_REPORT"):
+    node = int(os.environ["RR_REPORT_NODE"]) if os.environ.get("RR_REPORT_NODE") else None
     reported = {
-        "was_in_reads": c.report_failure("replica", None, "connection refused")[1],
+        "was_in_reads": c.report_failure("replica", None, "connection refused", node)[1],
         "reads_right_after": sorted({c.read() for _ in range(200)}),
     }
     time.sleep(1.0)
@@ -193,17 +194,27 @@ print(json.dumps({"pid": os.getpid(), "status": st, "events": events, "reported"
 """
 
 
-def run_follower(cluster: LocalCluster, share_dir: Path, report: bool = False) -> dict[str, Any]:
+def run_follower(
+    cluster: LocalCluster,
+    share_dir: Path,
+    report: bool = False,
+    dbs: dict[str, Any] | None = None,
+    node: int | None = None,
+) -> dict[str, Any]:
+    """Runs ``FOLLOWER`` on ``dbs`` (default: ``default`` and ``replica`` on the
+    cluster's two servers); ``report``: it reports a refused connection of
+    ``replica`` (on node ``node``, default where ``replica`` connects now)."""
     from tests.support import ROUTER_SETTINGS
 
+    if dbs is None:
+        dbs = {"default": cluster.dsn("primary"), "replica": cluster.dsn("standby")}
     env = {
         **os.environ,
         "RR_ROUTER": json.dumps(ROUTER_SETTINGS),
-        "RR_DBS": json.dumps(
-            {"default": cluster.dsn("primary"), "replica": cluster.dsn("standby")}
-        ),
+        "RR_DBS": json.dumps(dbs),
         "REPLICA_ROUTER_SHARE_DIR": str(share_dir),
         "RR_REPORT": "1" if report else "",
+        "RR_REPORT_NODE": "" if node is None else str(node),
     }
     out = subprocess.run(
         [sys.executable, "-c", FOLLOWER],
