@@ -314,9 +314,10 @@ class Cluster:
         self, alias: str, wait: float = 0.0, avoid: int | None = None, fallback: bool = False
     ) -> tuple[int, str, int]:
         """``(node, host, port)`` for a new connection of ``alias``: for the primary
-        alias the primary now (never ``avoid``), waiting up to ``wait`` seconds (GIL
-        released) while none is known; then, with ``fallback``, the last primary known
-        (not ``avoid``); raises ``NoPrimary`` (at once for two primaries)."""
+        alias the primary now (never ``avoid``, nor another node of its server),
+        waiting up to ``wait`` seconds (GIL released) while none is known; then,
+        with ``fallback``, the last primary known (not ``avoid``); raises
+        ``NoPrimary`` (at once for two primaries)."""
     def reprobe(self) -> None:
         """Re-probe every node now."""
     def wait_probed(self, timeout: float | None = None) -> bool:

@@ -39,9 +39,10 @@ def target(
     alias: str, *, wait: bool = True, avoid: int | None = None, fallback: bool = False
 ) -> tuple[int, str, int]:
     """``(node, host, port)`` a new connection of ``alias`` goes to now. For the
-    primary alias: the primary now (never ``avoid``), waiting for one up to
-    ``PRIMARY_WAIT_TIMEOUT`` when ``wait``; with ``fallback`` (a connect for a
-    statement not known yet, maybe a read) no wait: the last primary known. Raises
+    primary alias: the primary now (never ``avoid`` nor another name of its server),
+    waiting for one up to ``PRIMARY_WAIT_TIMEOUT`` when ``wait``; with ``fallback``
+    (a connect for a statement not known yet, maybe a read) no wait: the last
+    primary known. Raises
     :class:`PrimaryUnavailable` (at once for two primaries)."""
     cluster = _runtime.cluster or _runtime.get_cluster()
     seconds = _runtime.get_settings().primary_wait_timeout if wait else 0.0

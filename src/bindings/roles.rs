@@ -94,12 +94,24 @@ impl Cluster {
         } else {
             0.0
         });
+        // The server that refused the last connect, under whichever of its names (a
+        // host listed by two multi-host aliases is two nodes of one server).
+        let nodes = &self.shared.config.nodes;
+        let avoided = |w: usize| {
+            avoid.is_some_and(|a| {
+                a == w
+                    || nodes
+                        .get(a)
+                        .zip(nodes.get(w))
+                        .is_some_and(|(a, w)| a.host == w.host && a.port == w.port)
+            })
+        };
         let started = Instant::now();
         loop {
             let epoch = self.shared.role_epoch.load(Ordering::Acquire);
             let roles = Arc::clone(&self.shared.snapshot.load().roles);
             match &roles.writer {
-                Writer::Known(w) if Some(*w) != avoid => return Ok(place(*w)),
+                Writer::Known(w) if !avoided(*w) => return Ok(place(*w)),
                 // A proxy endpoint that failed this connection stays the place to go
                 // (the proxy picks the server): once a probe since says it is primary.
                 Writer::Known(w) if roles.proxies.contains(w) && self.probed_since(*w, started) => {
@@ -123,7 +135,7 @@ impl Cluster {
                 let last = self.shared.last_writer().unwrap_or(0);
                 // Never a node on an older timeline than another primary (a primary
                 // Patroni does not name leader can leave one behind). [s3-patroni]
-                if Some(last) != avoid && !roles.stale.contains(&last) {
+                if !avoided(last) && !roles.stale.contains(&last) {
                     return Ok(place(last));
                 }
             }

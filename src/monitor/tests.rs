@@ -3,6 +3,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::config::tests::cluster;
 use crate::health::State;
+use crate::probe::FaultKind;
 use crate::step::build_snapshot;
 use crate::step::tests::{sample_primary, sample_standby};
 

@@ -12,6 +12,8 @@ moving together), also when a follower process reads the shared health.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +21,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from django.core import checks
 from django.core.management import call_command
@@ -28,7 +31,7 @@ from router.models import ReplicationModel
 import replica_router
 from replica_router.roles import roles
 from tests.gunicorn_pool import probe_backends
-from tests.pgroles import failover, switchover
+from tests.pgroles import failover, promote, switchover
 from tests.server.load import Load
 from tests.server.test_roles import rows_with, server_port, using_databases, write
 from tests.server.test_shared_health import run_follower
@@ -273,3 +276,56 @@ def test_multi_host_follower_reads_every_node_and_its_fault_counts_for_the_serve
             node_name(healthy, "default", "standby"): 1,
             node_name(healthy, "replica", "standby"): 1,
         }, counted
+
+
+def _refuses_connects(c: LocalCluster, node: str) -> bool:
+    """Whether a new connection to ``node`` is refused as its shutdown goes on."""
+    dsn = c.dsn(node)
+    try:
+        psycopg.connect(
+            host=dsn["HOST"], port=dsn["PORT"], dbname=dsn["NAME"], user=dsn["USER"],
+            password=dsn["PASSWORD"], connect_timeout=5,
+        ).close()  # fmt: skip
+    except psycopg.OperationalError as exc:
+        return "shutting down" in str(exc)
+    return False
+
+
+def test_multi_host_write_whose_connect_meets_the_old_primary_shutting_down_runs_on_the_new(
+    make_cluster: Callable[[], LocalCluster], router_reset: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The primary begins a smart shutdown (its sessions, the probe's among them, go
+    on; new connections get ``the database system is shutting down``) and the standby
+    is promoted a moment later. A write outside ``atomic()`` connects to the old
+    primary first: nothing ran, so it waits and runs once on the new primary, never
+    again on the old server under the other alias's name for it (``replica@...``)."""
+    c = make_cluster()
+    with on_multi_host(c):
+        wait_until(lambda: {n["state"] for n in replica_router.status()} == {"up"}, 10)
+        connections["default"].close()
+        dsn = c.dsn("primary")
+        held = psycopg.connect(
+            host=dsn["HOST"], port=dsn["PORT"], dbname=dsn["NAME"], user=dsn["USER"],
+            password=dsn["PASSWORD"],
+        )  # fmt: skip
+        promoter = threading.Timer(1.0, promote, (c, "standby"))
+        try:
+            pid = c.postmaster_pid("primary")
+            assert pid is not None
+            os.kill(pid, signal.SIGTERM)  # smart shutdown: waits for the sessions
+            wait_until(lambda: _refuses_connects(c, "primary"), 10)
+            assert roles()["primary_node"] == node_name(c, "default", "primary")
+            promoter.start()
+            write("shutdown")
+        finally:
+            promoter.cancel()
+            if promoter.is_alive():
+                promoter.join()
+            held.close()
+        assert rows_with(c, "standby", "shutdown") == 1
+        assert server_port("default") == c.port("standby")
+        old = {n["alias"]: n for n in replica_router.status()}[node_name(c, "default", "primary")]
+        assert old["passive_faults"] >= 1, old
+        # The first connect met the shutdown; the node and its other name left writes.
+        reported = [r.getMessage() for r in caplog.records if "reported by a query" in r.getMessage()]
+        assert any("shutting down" in m for m in reported), reported
