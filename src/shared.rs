@@ -30,13 +30,24 @@ pub struct Shared {
     pub role_epoch: AtomicU64,
     /// Changes of primary seen by this process.
     pub role_changes: AtomicU64,
-    /// The roles last published and the last primary known (kept through a gap), and
-    /// a condition for those waiting for a primary.
-    /// With the server it reached (a proxy's new server is a change too).
-    roles_seen: Mutex<(Arc<Roles>, Option<usize>, Option<String>)>,
+    /// What the last publish showed (`RolesSeen`), and a condition for those waiting
+    /// for a primary.
+    roles_seen: Mutex<RolesSeen>,
     roles_changed: Condvar,
     /// `PATRONI_URLS` and Patroni's latest view (`None` without).
     pub patroni: Option<crate::patroni::Watch>,
+}
+
+/// What `note_roles` compares a publish with.
+struct RolesSeen {
+    /// The roles last published.
+    roles: Arc<Roles>,
+    /// The last primary known (kept through a gap).
+    writer: Option<usize>,
+    /// The server the last primary's probe reached.
+    writer_server: Option<String>,
+    /// The hosts of multi-host aliases that took weighted reads (`read_hosts`).
+    read_hosts: u64,
 }
 
 impl Shared {
@@ -52,38 +63,58 @@ impl Shared {
 
     /// After a publish: if the roles changed, bump the epoch, count a change of
     /// primary, and wake those waiting for one.
+    ///
+    /// A host of a multi-host alias that takes reads again (a demoted primary that
+    /// streams now, a standby back up) bumps the epoch too: persistent connections of
+    /// that alias are placed anew at their next request (each on its thread's
+    /// weighted pick), or the host would get reads only from connections opened after
+    /// it came back.
     pub(crate) fn note_roles(&self) {
-        let roles = Arc::clone(&self.snapshot.load().roles);
+        let snapshot = self.snapshot.load();
+        let roles = Arc::clone(&snapshot.roles);
+        let read_hosts = self.read_hosts(&snapshot);
         let mut seen = lock(&self.roles_seen);
-        if seen.0.writer == roles.writer
-            && seen.0.targets == roles.targets
-            && seen.0.writer_server == roles.writer_server
+        let host_back = read_hosts & !seen.read_hosts != 0;
+        seen.read_hosts = read_hosts;
+        if seen.roles.writer == roles.writer
+            && seen.roles.targets == roles.targets
+            && seen.roles.writer_server == roles.writer_server
+            && !host_back
         {
             return;
         }
         if let Some(new) = roles.writer_node() {
             // Through a proxy the node stays; the server behind it is what changes.
             let moved = roles.proxies.contains(&new)
-                && seen.2.is_some()
+                && seen.writer_server.is_some()
                 && roles.writer_server.is_some()
-                && seen.2 != roles.writer_server;
-            if seen.1.is_some_and(|last| last != new) || moved {
+                && seen.writer_server != roles.writer_server;
+            if seen.writer.is_some_and(|last| last != new) || moved {
                 self.role_changes.fetch_add(1, Ordering::Relaxed);
             }
-            seen.1 = Some(new);
+            seen.writer = Some(new);
             if roles.writer_server.is_some() {
-                seen.2.clone_from(&roles.writer_server);
+                seen.writer_server.clone_from(&roles.writer_server);
             }
         }
-        seen.0 = roles;
+        seen.roles = roles;
         self.role_epoch.fetch_add(1, Ordering::Release);
         drop(seen);
         self.roles_changed.notify_all();
     }
 
+    /// The hosts of multi-host aliases (a bit each, the first 64 nodes) that take
+    /// weighted reads in `snapshot`.
+    fn read_hosts(&self, snapshot: &Snapshot) -> u64 {
+        let nodes = &self.config.nodes;
+        (0..nodes.len().min(64))
+            .filter(|&i| nodes[i].multi_host && snapshot.nodes.get(i).is_some_and(|n| n.eligible))
+            .fold(0u64, |m, i| m | (1u64 << i))
+    }
+
     /// The last node known as primary (kept through a gap).
     pub(crate) fn last_writer(&self) -> Option<usize> {
-        lock(&self.roles_seen).1
+        lock(&self.roles_seen).writer
     }
 
     /// Waits (at most `timeout`) for the published roles to change from `epoch`.
@@ -126,7 +157,12 @@ impl Shared {
             writes: AtomicU64::new(0),
             role_epoch: AtomicU64::new(0),
             role_changes: AtomicU64::new(0),
-            roles_seen: Mutex::new((Arc::new(Roles::initial(n)), None, None)),
+            roles_seen: Mutex::new(RolesSeen {
+                roles: Arc::new(Roles::initial(n)),
+                writer: None,
+                writer_server: None,
+                read_hosts: 0,
+            }),
             roles_changed: Condvar::new(),
             patroni: None,
         }

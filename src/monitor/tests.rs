@@ -229,3 +229,45 @@ fn a_fault_on_the_primary_through_another_alias_moves_no_role() {
     assert_eq!(e.shared.snapshot.load().roles.writer_node(), None);
     assert_eq!(e.shared.role_changes.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn a_multi_host_read_host_back_in_reads_bumps_the_role_epoch() {
+    // `default` = the primary's server; `replica@1` the same server, `replica@2` a
+    // standby. The standby goes down and comes back: persistent connections of
+    // `replica` must be placed anew then, though no role changed.
+    let mut cfg = cluster(&[1.0, 1.0, 1.0]);
+    for (n, port) in cfg.nodes.iter_mut().zip([1, 1, 2]) {
+        n.port = port;
+    }
+    cfg.nodes[1].multi_host = true;
+    cfg.nodes[2].multi_host = true;
+    let e = stopped(cfg);
+    let now = Instant::now();
+    let primary = Sample {
+        started_us: Some(42),
+        ..sample_primary(100)
+    };
+    e.apply(0, Ok(primary.clone()), Duration::ZERO, now);
+    e.apply(2, Ok(sample_standby(100)), Duration::ZERO, now);
+    assert!(e.shared.takes_reads(2));
+    let refused = || {
+        Err(Fault {
+            kind: FaultKind::Refused,
+            message: "refused".into(),
+        })
+    };
+    e.apply(2, refused(), Duration::ZERO, now);
+    e.apply(2, refused(), Duration::ZERO, now);
+    assert!(!e.shared.takes_reads(2));
+    let down = e.shared.role_epoch.load(Ordering::Acquire);
+    e.apply(2, Ok(sample_standby(100)), Duration::ZERO, now);
+    e.apply(2, Ok(sample_standby(100)), Duration::ZERO, now);
+    assert!(e.shared.takes_reads(2));
+    assert!(e.shared.role_epoch.load(Ordering::Acquire) > down);
+    assert_eq!(e.shared.role_changes.load(Ordering::Relaxed), 0);
+    // Nothing new: no bump (connections are not moved for nothing).
+    let back = e.shared.role_epoch.load(Ordering::Acquire);
+    e.apply(2, Ok(sample_standby(100)), Duration::ZERO, now);
+    e.apply(0, Ok(primary), Duration::ZERO, now);
+    assert_eq!(e.shared.role_epoch.load(Ordering::Acquire), back);
+}
