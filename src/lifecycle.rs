@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 
-use crate::config::ProbeGroups;
 use crate::events::{Event, Events, Severity};
 use crate::fork::{install_fork_hook, FORK_GENERATION};
 use crate::monitor::Engine;
@@ -176,8 +175,7 @@ impl Lifecycle {
         let current = self.ours_current();
         let writer = self.shared.snapshot.load().roles.writer_node();
         // Through any alias that reaches the primary's server (its probe group).
-        let groups = ProbeGroups::of(&self.shared.config.nodes);
-        if writer.is_some_and(|w| groups.with(idx).contains(&w)) {
+        if writer.is_some_and(|w| self.shared.probe_groups.with(idx).contains(&w)) {
             // The primary failed under a query: ask Patroni too. [s3-patroni]
             if let Some(p) = current.as_deref().and_then(|g| g.poller.as_ref()) {
                 p.wake();

@@ -70,7 +70,7 @@ impl Engine {
                 .store(Arc::new(Snapshot::cold(&shared.weights(), now))),
         }
         let pending = cfg.nodes.iter().map(|_| ArcSwapOption::empty()).collect();
-        let groups = ProbeGroups::of(&cfg.nodes);
+        let groups = shared.probe_groups.clone();
         let wake = groups.members.iter().map(|_| Notify::new()).collect();
         let reconnect = groups
             .members

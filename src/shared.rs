@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, ProbeGroups};
 use crate::events::lock;
 use crate::own_error::OwnErrors;
 use crate::probe::Fault;
@@ -19,6 +19,8 @@ use crate::select::{Snapshot, REASON_COUNT};
 /// What lives as long as the Python object: config, the published snapshot, counters.
 pub struct Shared {
     pub config: ClusterConfig,
+    /// The nodes by probe target (one server under several aliases), computed once.
+    pub probe_groups: ProbeGroups,
     pub snapshot: ArcSwap<Snapshot>,
     /// Reads routed, per node and per reason.
     pub reads: Vec<[AtomicU64; REASON_COUNT]>,
@@ -150,6 +152,7 @@ impl Shared {
             .collect();
         let n = config.nodes.len();
         Shared {
+            probe_groups: ProbeGroups::of(&config.nodes),
             snapshot: ArcSwap::from_pointee(Snapshot::cold(&weights, Instant::now())),
             own: OwnErrors::new(config.nodes.len()),
             config,

@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use pyo3::prelude::*;
 
-use crate::config::ProbeGroups;
 use crate::events::{Event, Severity};
 use crate::health::State;
 use crate::probe::{redact, Fault, FaultKind};
@@ -71,8 +70,7 @@ impl Cluster {
             // shared prober, where it would take the node out for every process. The
             // nodes probed with this one (the same login to the same server, under
             // another alias) would refuse it just as well.
-            let groups = ProbeGroups::of(&self.shared.config.nodes);
-            let group = groups.with(idx);
+            let group = self.shared.probe_groups.with(idx);
             let was_in_reads = group.iter().any(|&j| self.shared.takes_reads(j));
             for &j in group {
                 let text = format!(

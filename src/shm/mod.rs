@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
-use crate::config::ProbeGroups;
 use crate::events::{lock, Event, Events, Severity};
 use crate::probe::{Fault, FaultKind};
 use crate::report::ProberView;
@@ -316,8 +315,7 @@ impl<E: Probing> Sharing<E> {
         };
         // The leader applies the fault to every node probed with this one (the same
         // server under another alias): they leave this process's reads now too.
-        let groups = ProbeGroups::of(&self.shared.config.nodes);
-        let group = groups.with(idx);
+        let group = self.shared.probe_groups.with(idx);
         let was_in_reads = group.iter().any(|&j| self.shared.takes_reads(j));
         posted.store(self.segment().post_fault(idx, fault.kind), Ordering::SeqCst);
         for &j in group {
